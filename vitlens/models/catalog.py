@@ -1,0 +1,197 @@
+"""Layer catalogs: the ordered, named capture points of a model.
+
+A catalog is built per architecture family (one module per family, as in timm). Each
+:class:`LayerPoint` says which module to hook, whether to read its input or output, and how
+its activation is laid out, so that :mod:`vitlens.capture` can apply a token mode to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from torch import nn
+
+# Layouts of a captured activation (n = examples):
+#   "tokens"   (n, N, C), the first ``num_prefix_tokens`` are prefix (CLS / distillation) tokens
+#   "tokens_t" (n, C, N), token-mixing MLP outputs of MLP-Mixer
+#   "nchw"     (n, C, H, W) conv feature maps
+#   "nhwc"     (n, H, W, C)
+#   "vector"   (n, C)
+LAYOUTS = ("tokens", "tokens_t", "nchw", "nhwc", "vector")
+
+#: Kinds that the ``"blocks"`` selector picks: one point per residual block or unit.
+BLOCK_KINDS = ("block", "unit")
+
+
+@dataclass(frozen=True)
+class LayerPoint:
+    """One capture point.
+
+    Attributes:
+        name: Stable dotted name, e.g. ``"blocks.3.attn"`` or ``"blocks.3.resid_mid"``.
+        kind: What the point is: ``embed``, ``norm``, ``attn``, ``resid_mid`` (the stream after
+            the attention add), ``mlp_hidden``, ``mlp``, ``block``, ``stem``, ``unit``,
+            ``unit_hidden``, ``branch`` (a residual branch before the add), ``stage``,
+            ``final_norm``, ``token_mix`` or ``feature``.
+        module: Dotted path of the hooked module inside the model.
+        hook: ``"output"`` (forward hook) or ``"input"`` (forward pre-hook, first argument).
+        layout: How the activation is laid out, one of :data:`LAYOUTS`.
+        num_prefix_tokens: Prefix tokens at the front of a ``tokens`` layout.
+        block: Index of the block or unit in network order, or ``None``.
+        clone: Clone the activation in the hook, because the model later changes it in place
+            (timm's ResNet does ``x += shortcut`` on the last norm's output).
+        in_all: Whether ``"all"`` picks the point. Stage outputs (which repeat their last
+            unit) and ViT MLP outputs are left out, so ``"all"`` is the paper's density.
+    """
+
+    name: str
+    kind: str
+    module: str
+    hook: str = "output"
+    layout: str = "tokens"
+    num_prefix_tokens: int = 0
+    block: int | None = None
+    clone: bool = False
+    in_all: bool = True
+
+
+@dataclass
+class LayerCatalog:
+    """The ordered capture points of one model, with selection by name or kind."""
+
+    family: str
+    points: list[LayerPoint]
+    grid_size: tuple[int, int] | None = None
+    patch_size: tuple[int, int] | None = None
+    _index: dict[str, LayerPoint] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = {p.name: p for p in self.points}
+        if len(self._index) != len(self.points):
+            msg = f"duplicate capture point names in the {self.family} catalog"
+            raise ValueError(msg)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __iter__(self) -> Iterator[LayerPoint]:
+        return iter(self.points)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __getitem__(self, name: str) -> LayerPoint:
+        try:
+            return self._index[name]
+        except KeyError:
+            raise KeyError(self._unknown_message(name)) from None
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{k}: {n}" for k, n in self.kind_counts().items())
+        return f"LayerCatalog(family={self.family!r}, {len(self)} points; {kinds})"
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.points]
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(dict.fromkeys(p.kind for p in self.points))
+
+    def kind_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for p in self.points:
+            counts[p.kind] = counts.get(p.kind, 0) + 1
+        return counts
+
+    def select(self, spec: str | Iterable[str] | None = "blocks") -> list[str]:
+        """Names of the points that ``spec`` picks, in network order.
+
+        Args:
+            spec: ``"all"`` (the paper-density set), ``"blocks"`` (one point per block
+                or unit), a kind such as ``"attn"``, or a list mixing names and kinds.
+                ``None`` means ``"blocks"``.
+
+        Raises:
+            KeyError: A name or kind is not in this catalog; the message lists close matches.
+        """
+        if spec is None:
+            spec = "blocks"
+        items = [spec] if isinstance(spec, str) else list(spec)
+        if not items:
+            msg = "empty layer selection: pass 'all', 'blocks', a kind or a list of layer names"
+            raise ValueError(msg)
+        chosen: set[str] = set()
+        for item in items:
+            chosen.update(self._select_one(item))
+        return [p.name for p in self.points if p.name in chosen]
+
+    def _select_one(self, item: str) -> list[str]:
+        if item == "all":
+            return [p.name for p in self.points if p.in_all]
+        if item == "blocks":
+            names = [p.name for p in self.points if p.kind in BLOCK_KINDS]
+            return names or [p.name for p in self.points if p.kind in ("stage", "feature")]
+        if item in self._index:
+            return [item]
+        by_kind = [p.name for p in self.points if p.kind == item]
+        if by_kind:
+            return by_kind
+        raise KeyError(self._unknown_message(item))
+
+    def _unknown_message(self, name: str) -> str:
+        vocab = self.names + self.kinds + ["all", "blocks"]
+        close = difflib.get_close_matches(str(name), vocab, n=5, cutoff=0.5)
+        hint = f" Close matches: {close}." if close else ""
+        return (
+            f"unknown layer or kind {name!r} for this {self.family} model.{hint} "
+            f"Kinds here: {self.kinds}; see vitlens.layer_catalog(model).names for all names."
+        )
+
+    def to_dataframe(self):  # -> pandas.DataFrame
+        """One row per point: name, kind, module, hook, layout, block."""
+        import pandas as pd
+
+        return pd.DataFrame([p.__dict__ for p in self.points])
+
+
+def get_module(model: nn.Module, path: str) -> nn.Module:
+    """The submodule at a dotted ``path`` (``""`` is the model itself)."""
+    return model.get_submodule(path) if path else model
+
+
+def pair(v: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    a, b = tuple(int(x) for x in v)[:2]
+    return (a, b)
+
+
+def feature_info_points(model: nn.Module) -> list[LayerPoint]:
+    """Fallback for any timm model: its ``feature_info`` stages (conv maps, NCHW)."""
+    info = getattr(model, "feature_info", None)
+    points: list[LayerPoint] = []
+    if info is None:
+        return points
+    entries = info.info if hasattr(info, "info") else info
+    for i, entry in enumerate(entries):
+        module = entry["module"]
+        try:
+            model.get_submodule(module)
+        except AttributeError:
+            continue
+        points.append(LayerPoint(module, "feature", module, layout="nchw", block=i, clone=True))
+    return points
+
+
+__all__ = [
+    "BLOCK_KINDS",
+    "LAYOUTS",
+    "LayerCatalog",
+    "LayerPoint",
+    "feature_info_points",
+    "get_module",
+    "pair",
+]

@@ -1,0 +1,158 @@
+"""``load_model``: any timm name, a local weights file, or the bundled offline zoo."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import WeightsUnavailableError
+
+ZOO_PREFIX = "vitlens/"
+
+
+def _check_timm_name(name: str) -> None:
+    import timm
+
+    arch = name.split(".", 1)[0]
+    if timm.is_model(arch):
+        return
+    candidates = timm.list_models()
+    close = difflib.get_close_matches(arch, candidates, n=5, cutoff=0.6)
+    hint = f" Close matches: {close}." if close else ""
+    msg = (
+        f"unknown model {name!r}: not a timm architecture nor a vitlens zoo model.{hint} "
+        "Use a name from timm.list_models() or 'vitlens/<name>' with a name from "
+        "vitlens.zoo.names()."
+    )
+    raise KeyError(msg)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a safetensors file or a torch state dict (``weights_only=True``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a readable weights file; the message names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        msg = f"weights file {str(path)!r} does not exist; pass the path of a local .safetensors or .pth file"
+        raise FileNotFoundError(msg)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt or foreign files raise many different types
+        msg = (
+            f"could not read weights file {str(path)!r} ({type(err).__name__}: {err}). "
+            "Expected a safetensors file or a torch state dict saved with torch.save; "
+            "re-download or re-save it."
+        )
+        raise ValueError(msg) from err
+    for key in ("state_dict", "model", "module"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        msg = f"weights file {str(path)!r} does not hold a state dict of tensors"
+        raise ValueError(msg)
+    return state
+
+
+def load_model(
+    name: str | nn.Module,
+    *,
+    pretrained: bool = True,
+    weights: str | os.PathLike | None = None,
+    **timm_kwargs: Any,
+) -> nn.Module:
+    """Create a model in eval mode, by timm name or from the bundled zoo.
+
+    Args:
+        name: A timm model name (``"vit_base_patch16_224.augreg_in21k"``), ``"vitlens/<zoo
+            name>"`` for the offline zoo, or a module (returned as is, in eval mode).
+        pretrained: Load pretrained weights from the hub (ignored for the zoo, which is always
+            trained, and when ``weights`` is given).
+        weights: A local weights file (safetensors or torch state dict). For augreg ViTs and
+            BiT this works too: the file replaces the hub source (``custom_load=False``).
+        **timm_kwargs: Passed to ``timm.create_model`` (``num_classes``, ``img_size``, ...).
+
+    Raises:
+        KeyError: unknown model name; the message lists close matches.
+        WeightsUnavailableError: the hub cannot be reached; the message says how to pass
+            ``weights=``.
+    """
+    if isinstance(name, nn.Module):
+        return name.eval()
+    if not isinstance(name, str):
+        msg = f"model must be a name or a torch.nn.Module, got {type(name).__name__}"
+        raise TypeError(msg)
+    if name.startswith(ZOO_PREFIX):
+        return _load_zoo(name[len(ZOO_PREFIX):], weights)
+    import timm
+
+    _check_timm_name(name)
+    if weights is not None:
+        path = Path(weights)
+        read_state_dict(path)  # clear errors for missing or corrupt files, before timm sees it
+        overlay = dict(file=str(path), custom_load=False)
+        model = timm.create_model(
+            name, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs
+        )
+        return model.eval()
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **timm_kwargs).eval()
+    try:
+        model = timm.create_model(name, pretrained=True, **timm_kwargs)
+    except Exception as err:
+        if not _looks_like_hub_failure(err):
+            raise
+        msg = (
+            f"pretrained weights for {name!r} could not be downloaded ({type(err).__name__}: "
+            f"{err}). Offline? Download the weights file on a machine with internet (for "
+            f"example with huggingface_hub) and pass it: vitlens.load_model({name!r}, "
+            "weights='/path/to/model.safetensors'); or use the offline zoo, "
+            "vitlens.load_model('vitlens/vit-cls')."
+        )
+        raise WeightsUnavailableError(msg) from err
+    return model.eval()
+
+
+def _looks_like_hub_failure(err: Exception) -> bool:
+    names = {type(e).__name__ for e in _chain(err)}
+    hub = {
+        "LocalEntryNotFoundError", "OfflineModeIsEnabled", "ConnectionError", "HTTPError",
+        "ConnectTimeout", "ReadTimeout", "ProxyError", "SSLError", "MaxRetryError",
+        "NewConnectionError", "HfHubHTTPError", "RepositoryNotFoundError", "ConnectError",
+        "TimeoutException", "gaierror", "URLError", "ProtocolError",
+    }
+    return bool(names & hub) or isinstance(err, OSError | RuntimeError) and (
+        "offline" in str(err).lower() or "connect" in str(err).lower()
+        or "internet" in str(err).lower() or "huggingface" in str(err).lower()
+    )
+
+
+def _chain(err: BaseException):
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def _load_zoo(zoo_name: str, weights: str | os.PathLike | None) -> nn.Module:
+    from ..zoo import registry
+
+    if weights is None:
+        return registry.load(zoo_name)
+    model = registry.create(zoo_name)
+    state = {k: v.float() for k, v in read_state_dict(weights).items()}
+    model.load_state_dict(state)
+    return model.eval()
