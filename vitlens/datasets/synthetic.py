@@ -79,7 +79,12 @@ def _params(split_id: int, seed: int, domain: int, block: int) -> dict[str, np.n
     _, pools = _glyph_pools()
     label = rng.integers(0, len(CLASSES), b)
     pick = rng.random(b)
-    glyph = np.array([pools[split_id][c][int(u * len(pools[split_id][c]))] for c, u in zip(label, pick)])
+    glyph = np.array(
+        [
+            pools[split_id][c][int(u * len(pools[split_id][c]))]
+            for c, u in zip(label, pick, strict=True)
+        ]
+    )
     scale = rng.uniform(1.75, 3.6, b).astype(np.float32)  # output px per glyph px
     theta = np.deg2rad(rng.uniform(-30, 30, b)).astype(np.float32)
     half = 4 * scale * (np.abs(np.cos(theta)) + np.abs(np.sin(theta)))
@@ -163,18 +168,37 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
     b = len(p["label"])
     st = p["stripe"]
     ang, freq = st[:, 0] * np.pi, 0.06 + 0.2 * st[:, 1]
-    phase = (np.cos(ang)[:, None, None] * _GRID[None, None, :] + np.sin(ang)[:, None, None] * _GRID[None, :, None]) * freq[:, None, None]
+    phase = (
+        np.cos(ang)[:, None, None] * _GRID[None, None, :]
+        + np.sin(ang)[:, None, None] * _GRID[None, :, None]
+    ) * freq[:, None, None]
     if domain == 0:
-        grid = p["base"][:, None, None, :] + 0.22 * noise_rng.standard_normal((b, 5, 5, 3), np.float32)
+        grid = p["base"][:, None, None, :] + 0.22 * noise_rng.standard_normal(
+            (b, 5, 5, 3), np.float32
+        )
         grid = grid.transpose(0, 3, 1, 2)  # (B, 3, 5, 5)
         img = (_UP5 @ (_UP5 @ grid).transpose(0, 1, 3, 2)).transpose(0, 3, 2, 1)  # (B, 64, 64, 3)
         img = np.ascontiguousarray(img)
         wave = np.sin(2 * np.pi * phase + 6.3 * st[:, 2, None, None])
-        amp = (0.2 * st[:, 3])[:, None, None, None] * (noise_rng.random((b, 1, 1, 3), np.float32) - 0.5) * 2
+        amp = (
+            (0.2 * st[:, 3])[:, None, None, None]
+            * (noise_rng.random((b, 1, 1, 3), np.float32) - 0.5)
+            * 2
+        )
         img += wave[..., None] * amp
         bg_mean = grid.mean(axis=(2, 3))  # (B, 3), about the image mean
     else:  # grey checkerboard in a single tint
-        check = (np.floor(phase * 2) + np.floor((np.cos(ang)[:, None, None] * _GRID[None, :, None] - np.sin(ang)[:, None, None] * _GRID[None, None, :]) * freq[:, None, None] * 2)) % 2
+        check = (
+            np.floor(phase * 2)
+            + np.floor(
+                (
+                    np.cos(ang)[:, None, None] * _GRID[None, :, None]
+                    - np.sin(ang)[:, None, None] * _GRID[None, None, :]
+                )
+                * freq[:, None, None]
+                * 2
+            )
+        ) % 2
         lo = 0.15 + 0.5 * p["base"][:, 0]
         contrast = 0.1 + 0.2 * p["base"][:, 1]
         grey = (lo[:, None, None] + contrast[:, None, None] * check)[..., None]
@@ -230,7 +254,10 @@ class SyntheticDataset(torch.utils.data.Dataset):
         self._split_id = SPLITS.index(split)
         self._n_blocks = -(-self.n // _BLOCK)
         params = [self._block_params(b) for b in range(self._n_blocks)]
-        cat = {k: np.concatenate([p[k] for p in params])[: self.n] for k in ("label", "cx", "cy", "half")}
+        cat = {
+            k: np.concatenate([p[k] for p in params])[: self.n]
+            for k in ("label", "cx", "cy", "half")
+        }
         self.labels: np.ndarray = cat["label"].astype(np.int64)
         self.object_centers: np.ndarray = np.stack([cat["cx"], cat["cy"]], 1)
         half = cat["half"][:, None]
@@ -268,7 +295,10 @@ class SyntheticDataset(torch.utils.data.Dataset):
         if stop <= start:
             return np.zeros((0, SIZE, SIZE, 3), np.uint8)
         b0, b1 = start // _BLOCK, (stop - 1) // _BLOCK
-        parts = [self._render_block(b) if b1 - b0 < 4 else self._render_fresh(b) for b in range(b0, b1 + 1)]
+        parts = [
+            self._render_block(b) if b1 - b0 < 4 else self._render_fresh(b)
+            for b in range(b0, b1 + 1)
+        ]
         return np.concatenate(parts)[start - b0 * _BLOCK : stop - b0 * _BLOCK : step]
 
     def _render_fresh(self, block: int) -> np.ndarray:
@@ -297,7 +327,9 @@ class SyntheticDataset(torch.utils.data.Dataset):
         return img, int(self.labels[i])
 
 
-def synthetic(split: str, n: int, *, seed: int = 0, domain: int = 0, transform=None) -> SyntheticDataset:
+def synthetic(
+    split: str, n: int, *, seed: int = 0, domain: int = 0, transform=None
+) -> SyntheticDataset:
     """The synthetic digits-in-clutter dataset.
 
     Args:
