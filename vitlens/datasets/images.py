@@ -1,0 +1,202 @@
+"""Image sources: folders, PIL images or arrays, torch Datasets, and the sample photos.
+
+Every source is a sequence of RGB ``PIL.Image`` objects, so each model can apply its own
+timm preprocessing to the same images in the same order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import ImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def to_pil(obj: Any, where: str = "image") -> Image.Image:
+    """An RGB PIL image from a PIL image, an (H, W[, C]) array or a (C, H, W) tensor in [0, 1]."""
+    if isinstance(obj, Image.Image):
+        return obj.convert("RGB")
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        if t.dim() == 3 and t.shape[0] in (1, 3):
+            t = t.permute(1, 2, 0)
+        arr = t.numpy()
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        obj = arr
+    if isinstance(obj, np.ndarray):
+        arr = obj
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.dtype != np.uint8:
+            if not np.isfinite(arr).all():
+                msg = f"{where} holds NaN or inf pixel values"
+                raise ImageError(msg)
+            lo, hi = float(arr.min()), float(arr.max())
+            if lo < 0 or hi > 255:
+                msg = (f"{where} has float pixel values in [{lo:.3g}, {hi:.3g}]; pass uint8 in "
+                       "[0, 255] or floats in [0, 1]")
+                raise ImageError(msg)
+            arr = (arr * 255.0 + 0.5).astype(np.uint8) if hi <= 1.0 else arr.astype(np.uint8)
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
+            return Image.fromarray(arr).convert("RGB")
+        msg = f"{where} has array shape {obj.shape}; expected (H, W), (H, W, 3) or (H, W, 4)"
+        raise ImageError(msg)
+    msg = f"{where} is a {type(obj).__name__}; expected a PIL image, a NumPy array or a tensor"
+    raise ImageError(msg)
+
+
+class ImageSource(Sequence):
+    """A sequence of RGB PIL images with a stable name and content fingerprint."""
+
+    name: str = "images"
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __getitem__(self, i):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _item_bytes(self, i: int) -> bytes:
+        img = self[i]
+        return f"{img.size}".encode() + img.tobytes()
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every image's content, in order (for caching)."""
+        h = hashlib.sha256(f"{type(self).__name__}:{len(self)}".encode())
+        for i in range(len(self)):
+            h.update(self._item_bytes(i))
+        return h.hexdigest()[:32]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, n={len(self)})"
+
+
+class FolderImages(ImageSource):
+    """Every image file in a folder (sorted by name; subfolders with ``recursive=True``)."""
+
+    def __init__(self, folder: str | os.PathLike, *, recursive: bool = False) -> None:
+        root = Path(folder)
+        if not root.is_dir():
+            msg = f"image folder {str(root)!r} does not exist or is not a directory"
+            raise ImageError(msg)
+        pattern = "**/*" if recursive else "*"
+        self.paths = sorted(p for p in root.glob(pattern)
+                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not self.paths:
+            msg = (f"no image files in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+                   "point --images at a folder of photos, or use 'samples'")
+            raise ImageError(msg)
+        self.name = str(root)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Image.Image:
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                img.load()
+                return img.convert("RGB")
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            msg = (f"could not read image file {str(path)!r} ({type(err).__name__}: {err}); "
+                   "it is corrupt or not an image: remove or replace it")
+            raise ImageError(msg) from err
+
+    def _item_bytes(self, i: int) -> bytes:
+        return self.paths[i].name.encode() + self.paths[i].read_bytes()
+
+
+class ListImages(ImageSource):
+    """A list of PIL images, arrays or tensors, or an (n, H, W, C) uint8 array."""
+
+    def __init__(self, items: Sequence[Any], name: str = "images") -> None:
+        self.items = items
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Image.Image:
+        return to_pil(self.items[i], where=f"image {i}")
+
+
+class DatasetImages(ImageSource):
+    """A torch Dataset whose items are images or ``(image, label)`` pairs."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, name: str | None = None) -> None:
+        self.dataset = dataset
+        self.name = name or type(dataset).__name__
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> Image.Image:
+        item = self.dataset[i]
+        if isinstance(item, tuple | list):
+            item = item[0]
+        return to_pil(item, where=f"dataset item {i}")
+
+
+class TensorImages(ImageSource):
+    """An already preprocessed (n, 3, H, W) float tensor: models see it as is."""
+
+    preprocessed = True
+
+    def __init__(self, tensor: torch.Tensor, name: str = "tensor") -> None:
+        if tensor.dim() != 4:
+            msg = f"a tensor of images must be (n, C, H, W); got shape {tuple(tensor.shape)}"
+            raise ImageError(msg)
+        self.tensor = tensor
+        self.name = name
+
+    def __len__(self) -> int:
+        return int(self.tensor.shape[0])
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.tensor[i]
+
+    def _item_bytes(self, i: int) -> bytes:
+        return self.tensor[i].detach().cpu().float().numpy().tobytes()
+
+
+def as_images(images: Any) -> ImageSource:
+    """Turn what a user passes as images into an :class:`ImageSource`.
+
+    Accepts a folder path, ``"samples"`` (the scikit-image and scikit-learn photos), a list
+    of PIL images or arrays, an (n, H, W, C) uint8 array, a torch Dataset, an already
+    preprocessed (n, C, H, W) float tensor, or an ImageSource.
+    """
+    if isinstance(images, ImageSource):
+        return images
+    if isinstance(images, str) and images == "samples":
+        from .samples import samples
+
+        return samples()
+    if isinstance(images, str | os.PathLike):
+        return FolderImages(images)
+    if isinstance(images, torch.Tensor):
+        return TensorImages(images)
+    if isinstance(images, np.ndarray):
+        if images.ndim != 4:
+            msg = f"an array of images must be (n, H, W, C); got shape {images.shape}"
+            raise ImageError(msg)
+        return ListImages(images, name="array")
+    if isinstance(images, torch.utils.data.Dataset):
+        return DatasetImages(images)
+    if isinstance(images, Sequence):
+        return ListImages(images)
+    msg = (f"cannot use {type(images).__name__} as images: pass a folder, 'samples', a list of "
+           "PIL images or arrays, an (n, H, W, C) array, a torch Dataset or an (n, C, H, W) tensor")
+    raise ImageError(msg)
