@@ -1,0 +1,109 @@
+"""The ``vitlens`` command: ``cka``, ``reproduce`` and ``cache``. Works under ``torchrun``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import VitlensError
+
+
+def _layers(value: str | None) -> str | list[str] | None:
+    if value is None:
+        return None
+    parts = [p.strip() for p in value.split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _add_cka(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cka", help="minibatch CKA between the layers of one or two models",
+                       description="Compute minibatch CKA and write the result file plus PNG "
+                                   "and SVG heatmaps.")
+    p.add_argument("--model-a", required=True, help="timm name or vitlens/<zoo name>")
+    p.add_argument("--model-b", default=None, help="second model (default: model A itself)")
+    p.add_argument("--images", required=True, help="a folder of images, or 'samples'")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--layers-a", default=None, help="'blocks' (default), 'all', a kind, or names, comma-separated")
+    p.add_argument("--layers-b", default=None, help="as --layers-a, for model B")
+    p.add_argument("--token-mode", default="flatten",
+                   choices=["flatten", "cls", "mean", "tokens", "spatial"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--n-images", type=int, default=None, help="use only the first N images")
+    p.add_argument("--samples", type=int, default=64,
+                   help="with --images samples: how many (photos, then random crops)")
+    p.add_argument("--random-init", action="store_true",
+                   help="timm models with random weights (no download)")
+    p.add_argument("--weights-a", default=None, help="local weights file for model A")
+    p.add_argument("--weights-b", default=None, help="local weights file for model B")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_cka)
+
+
+def _load(name: str, weights: str | None, random_init: bool):
+    from .models import load_model
+
+    return load_model(name, pretrained=not random_init, weights=weights)
+
+
+def _run_cka(args: argparse.Namespace) -> int:
+    from .api import cka
+    from .datasets import samples
+    from .figures import save_chart
+
+    images = samples(args.samples) if args.images == "samples" else args.images
+    model_a = _load(args.model_a, args.weights_a, args.random_init)
+    model_a.vitlens_name = args.model_a
+    model_b = None
+    if args.model_b is not None and args.model_b != args.model_a:
+        model_b = _load(args.model_b, args.weights_b, args.random_init)
+        model_b.vitlens_name = args.model_b
+    result = cka(model_a, images, model_b, layers_a=_layers(args.layers_a),
+                 layers_b=_layers(args.layers_b), token_mode=args.token_mode,
+                 batch_size=args.batch_size, device=args.device,
+                 progress=not args.no_progress, n_images=args.n_images)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = result.save(args.out / "cka.npz")
+    figs = save_chart(result.chart(), args.out / "cka")
+    print(f"wrote {path}, {', '.join(str(f) for f in figs)}")
+    return 0
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run every analysis of the paper on the offline zoo")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--quick", action="store_true", help="fewer images, for a smoke run")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+
+    reproduce(args.out, quick=args.quick, progress=not args.no_progress)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitlens", description="Look inside vision models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_cka(sub)
+    _add_reproduce(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (VitlensError, KeyError, ValueError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"vitlens {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

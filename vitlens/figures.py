@@ -1,0 +1,28 @@
+"""Write Altair charts to PNG and SVG through vl-convert (no browser, works offline)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def save_chart(chart, stem: str | os.PathLike, *, formats: tuple[str, ...] = ("png", "svg"),
+               scale: float = 2.0) -> list[Path]:
+    """Save ``chart`` as ``<stem>.png`` and ``<stem>.svg``; returns the written paths."""
+    import vl_convert as vlc
+
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    spec = chart.to_json(format="vega-lite")
+    written = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        if fmt == "png":
+            path.write_bytes(vlc.vegalite_to_png(spec, scale=scale))
+        elif fmt == "svg":
+            path.write_text(vlc.vegalite_to_svg(spec))
+        else:
+            msg = f"unsupported figure format {fmt!r}; use 'png' or 'svg'"
+            raise ValueError(msg)
+        written.append(path)
+    return written
