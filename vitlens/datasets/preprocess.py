@@ -16,7 +16,16 @@ def data_config(model: nn.Module) -> dict:
     """timm's data config of ``model`` (input size, interpolation, mean, std, crop)."""
     from timm.data import resolve_model_data_config
 
-    return resolve_model_data_config(model)
+    cfg = dict(resolve_model_data_config(model))
+    # A ViT or Mixer built with another img_size keeps its hub cfg's size: trust the model.
+    embed = getattr(model, "patch_embed", None) or getattr(model, "stem", None)
+    size = getattr(embed, "img_size", None)
+    if size is not None and not getattr(embed, "dynamic_img_size", False):
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        if tuple(cfg["input_size"][1:]) != (h, w):
+            cfg["input_size"] = (cfg["input_size"][0], int(h), int(w))
+            cfg["crop_pct"] = 1.0
+    return cfg
 
 
 def transform_for(model: nn.Module):
@@ -34,7 +43,8 @@ def balanced_batches(n: int, batch_size: int, min_size: int = 4) -> list[range]:
     """Split ``range(n)`` into near-equal contiguous batches of at most ``batch_size``.
 
     No batch is smaller than ``min_size`` (the unbiased HSIC needs 4 examples), and no image
-    is dropped: 1030 images at batch 256 give 5 batches of 206.
+    is dropped: 1030 images at batch 256 give 5 batches of 206. Only when that is
+    impossible otherwise (5 images at batch 4) does a batch exceed ``batch_size``.
 
     Raises:
         ValueError: fewer than ``min_size`` images, or ``batch_size < min_size``.

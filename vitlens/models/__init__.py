@@ -2,7 +2,7 @@
 
 from .catalog import BLOCK_KINDS, LayerCatalog, LayerPoint
 from .layers import family_of, layer_catalog
-from .loading import load_model, read_state_dict
+from .loading import load_model, load_weights_into, read_state_dict
 
 __all__ = [
     "BLOCK_KINDS",
@@ -11,5 +11,6 @@ __all__ = [
     "family_of",
     "layer_catalog",
     "load_model",
+    "load_weights_into",
     "read_state_dict",
 ]

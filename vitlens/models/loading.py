@@ -100,12 +100,8 @@ def load_model(
 
     _check_timm_name(name)
     if weights is not None:
-        path = Path(weights)
-        read_state_dict(path)  # clear errors for missing or corrupt files, before timm sees it
-        overlay = dict(file=str(path), custom_load=False)
-        model = timm.create_model(
-            name, pretrained=True, pretrained_cfg_overlay=overlay, **timm_kwargs
-        )
+        model = timm.create_model(name, pretrained=False, **timm_kwargs)
+        load_weights_into(model, weights)
         return model.eval()
     if not pretrained:
         return timm.create_model(name, pretrained=False, **timm_kwargs).eval()
@@ -123,6 +119,49 @@ def load_model(
         )
         raise WeightsUnavailableError(msg) from err
     return model.eval()
+
+
+def load_weights_into(model: nn.Module, weights: str | os.PathLike) -> nn.Module:
+    """Load a local weights file into a timm model.
+
+    The file goes through the architecture's timm checkpoint filter (which converts original
+    checkpoints and resizes position embeddings), then loads strictly. When only the
+    classifier differs (a 21k-class file into a model built with another ``num_classes``),
+    the classifier is left as initialised, with a warning.
+
+    Raises:
+        ValueError: the file does not match the architecture; the message lists the keys.
+    """
+    import sys
+    import warnings
+
+    state = read_state_dict(weights)
+    filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        try:
+            state = filter_fn(state, model)
+        except Exception:  # noqa: BLE001 - filters expect their own formats; fall back to raw
+            pass
+    own = model.state_dict()
+    head = str((getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head")
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    problems = mismatched + missing + unexpected
+    if problems and all(k.startswith(head) for k in problems):
+        warnings.warn(f"{str(weights)!r}: classifier {head!r} does not match this model's "
+                      "num_classes and was left as initialised", stacklevel=3)
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+        model.load_state_dict(state, strict=False)
+        return model
+    if problems:
+        msg = (f"weights file {str(weights)!r} does not match {type(model).__name__}: "
+               f"{len(missing)} missing keys {missing[:4]}, {len(unexpected)} unexpected "
+               f"{unexpected[:4]}, {len(mismatched)} with other shapes {mismatched[:4]}. Pass "
+               "the timm name and kwargs the file was saved with.")
+        raise ValueError(msg)
+    model.load_state_dict(state, strict=True)
+    return model
 
 
 def _looks_like_hub_failure(err: Exception) -> bool:
@@ -153,6 +192,4 @@ def _load_zoo(zoo_name: str, weights: str | os.PathLike | None) -> nn.Module:
     if weights is None:
         return registry.load(zoo_name)
     model = registry.create(zoo_name)
-    state = {k: v.float() for k, v in read_state_dict(weights).items()}
-    model.load_state_dict(state)
-    return model.eval()
+    return load_weights_into(model, weights).eval()
