@@ -1,0 +1,242 @@
+"""Per-batch unbiased HSIC for every pair of layers: the numerical core (private).
+
+Every function here returns *weighted* sums ``n * HSIC_1`` (``n`` = batch size), the
+quantity :class:`~vitlens.similarity.MinibatchCKA` accumulates. Two exact routes:
+
+* Gram route. Each layer's features are centred per batch (chunk by chunk, while the chunk
+  is in cache), its Gram ``K`` (n, n) is accumulated in float64 from chunk Grams computed in
+  ``gram_dtype``, using the symmetry of ``K`` (three half-size blocks). ``K`` is U-centred in
+  float64 and the strict upper triangle is packed into a row of length ``N = n(n-1)/2``. As
+  U-centred matrices have zero diagonals, ``<U_K, U_L> = 2 u_K . u_L``, so one float64 matrix
+  product ``(L_a, N) @ (N, L_b)`` gives every pair, and ``n HSIC_1 = 2 u_K . u_L / (n-3)``.
+* Feature route, for narrow layers (total width small next to ``n``). With ``K = X X^T``,
+  ``k = diag K``, ``s = X^T 1`` and the analogous ``l``, ``t`` for ``Y``:
+  ``tr(K~L~) = ||X^T Y||_F^2 - k.l``, ``1^T K~ 1 = s.s - sum(k)``, ``K~ 1 = X s - k`` and
+  ``1^T K~ L~ 1 = (K~ 1).(L~ 1)``, which give HSIC_1 without any (n, n) matrix. All float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+
+__all__: list[str] = []
+
+_CHUNK_ELEMS = 1 << 21  # elements per centred chunk: 8 MiB in float32, cache friendly
+_SYM_MIN_N = 128  # below this the three-block symmetric Gram is not worth it
+_CONST_RTOL = 64.0  # U-centred Gram below this many ulps of max|K| counts as exactly zero
+
+Labeller = Callable[[int], str]
+
+
+@contextmanager
+def _exact_fp32_matmul() -> Iterator[None]:
+    """Disable TF32 / bf16 float32 matmuls (a global torch setting) inside the block."""
+    prev = torch.get_float32_matmul_precision()
+    if prev == "highest":
+        yield
+        return
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(prev)
+
+
+def _nonfinite_error(x: torch.Tensor, label: str) -> ValueError:
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    msg = (f"layer {label} has non-finite activations in this batch ({n_nan} NaN, {n_inf} "
+           f"inf values in a tensor of shape {tuple(x.shape)}); CKA needs finite features. "
+           "Check the model for overflow (e.g. float16 autocast) or the inputs for NaN")
+    return ValueError(msg)
+
+
+def _centred_gram(x: torch.Tensor, gram_dtype: torch.dtype) -> torch.Tensor:
+    """Gram matrix (n, n) in float64 of the batch-centred features ``x`` (n, d)."""
+    n, d = x.shape
+    cols = max(256, _CHUNK_ELEMS // max(n, 1))
+    k = torch.zeros(n, n, dtype=torch.float64, device=x.device)
+    buf = None
+    h = n // 2
+    for j in range(0, d, cols):
+        ch = x[:, j:j + cols]
+        if ch.dtype == gram_dtype:
+            w = ch.shape[1]
+            if buf is None:
+                buf = torch.empty(n, min(cols, d), dtype=gram_dtype, device=x.device)
+            xc = torch.sub(ch, ch.mean(dim=0), out=buf[:, :w])
+        else:
+            xc = ch.to(gram_dtype)
+            xc -= xc.mean(dim=0)
+        if n >= _SYM_MIN_N:
+            a, b = xc[:h], xc[h:]
+            k[:h, :h] += a @ a.T
+            k[:h, h:] += a @ b.T
+            k[h:, h:] += b @ b.T
+        else:
+            k += xc @ xc.T
+    if n >= _SYM_MIN_N:
+        k[h:, :h] = k[:h, h:].T
+        # the diagonal blocks are symmetric up to rounding; make them exactly so
+        k = 0.5 * (k + k.T)
+    return k
+
+
+def _packed_ucentred(k: torch.Tensor, iu: torch.Tensor, eps: float) -> tuple[torch.Tensor, bool]:
+    """Strict upper triangle (N,) of the U-centred ``k`` (n, n); zeroed if ``k`` is flat."""
+    n = k.shape[0]
+    scale = float(k.abs().max())
+    k = k.clone()
+    k.fill_diagonal_(0.0)
+    r = k.sum(dim=1)
+    u = k[iu[0], iu[1]] - (r[iu[0]] + r[iu[1]]) / (n - 2) + r.sum() / ((n - 1) * (n - 2))
+    if float(u.abs().max()) <= _CONST_RTOL * eps * scale:
+        return torch.zeros_like(u), True  # a constant layer: its U-centred Gram is zero
+    return u, False
+
+
+def _gram_rows(feats: Sequence[torch.Tensor], gram_dtype: torch.dtype, label: Labeller,
+               iu: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
+    """Stack the packed U-centred Grams of ``feats`` (each (n, d)) as (L, N) float64."""
+    rows, const = [], []
+    for i, x in enumerate(feats):
+        dt = torch.float64 if x.dtype == torch.float64 else gram_dtype
+        k = _centred_gram(x, dt)
+        e = torch.finfo(dt).eps
+        if not bool(torch.isfinite(k).all()):
+            if not bool(torch.isfinite(x).all()):
+                raise _nonfinite_error(x, label(i))
+            k = _centred_gram(x, torch.float64)  # finite but too large for float32
+            e = torch.finfo(torch.float64).eps
+        u, c = _packed_ucentred(k, iu, e)
+        rows.append(u)
+        const.append(c)
+    return torch.stack(rows), const
+
+
+def _feature_stats(x: torch.Tensor, label: str) -> tuple[torch.Tensor, ...]:
+    """Centred float64 features (n, d) with k (n,), K~1 (n,) and 1^T K~ 1 (0-d)."""
+    x64 = x.to(torch.float64)
+    if not bool(torch.isfinite(x64).all()):
+        raise _nonfinite_error(x, label)
+    if bool((x64 == x64[:1]).all()):
+        xc = torch.zeros_like(x64)  # a constant layer
+    else:
+        xc = x64 - x64.mean(dim=0)
+    kd = (xc * xc).sum(dim=1)
+    s = xc.sum(dim=0)
+    r = xc @ s - kd
+    return xc, kd, r, s @ s - kd.sum()
+
+
+def _segment_sq_sums(xa: torch.Tensor, xb: torch.Tensor, sizes_a: list[int],
+                     sizes_b: list[int]) -> torch.Tensor:
+    """``||X_a^T Y_b||_F^2`` for every pair of column blocks, shape (L_a, L_b)."""
+    dev = xa.device
+    p = (xa.T @ xb).square_()  # (D_a, D_b), one product for every pair
+    seg_a = torch.repeat_interleave(torch.arange(len(sizes_a), device=dev),
+                                    torch.tensor(sizes_a, device=dev))
+    seg_b = torch.repeat_interleave(torch.arange(len(sizes_b), device=dev),
+                                    torch.tensor(sizes_b, device=dev))
+    rows = torch.zeros(len(sizes_a), p.shape[1], dtype=p.dtype, device=dev).index_add_(0, seg_a, p)
+    return torch.zeros(len(sizes_a), len(sizes_b), dtype=p.dtype,
+                       device=dev).index_add_(1, seg_b, rows)
+
+
+def _feature_route(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] | None,
+                   label_a: Labeller, label_b: Labeller
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[bool], list[bool]]:
+    n = feats_a[0].shape[0]
+    sa = [_feature_stats(x, label_a(i)) for i, x in enumerate(feats_a)]
+    sb = sa if feats_b is None else [_feature_stats(x, label_b(i)) for i, x in enumerate(feats_b)]
+
+    def _pairs(p: list[tuple[torch.Tensor, ...]], q: list[tuple[torch.Tensor, ...]]
+               ) -> torch.Tensor:
+        tr = _segment_sq_sums(torch.cat([s[0] for s in p], dim=1),
+                              torch.cat([s[0] for s in q], dim=1),
+                              [s[0].shape[1] for s in p], [s[0].shape[1] for s in q])
+        kp, kq = torch.stack([s[1] for s in p]), torch.stack([s[1] for s in q])
+        rp, rq = torch.stack([s[2] for s in p]), torch.stack([s[2] for s in q])
+        sp, sq = torch.stack([s[3] for s in p]), torch.stack([s[3] for s in q])
+        full = (tr - kp @ kq.T + torch.outer(sp, sq) / ((n - 1) * (n - 2))
+                - 2.0 / (n - 2) * (rp @ rq.T))  # n(n-3) HSIC_1
+        return full / (n - 3)
+
+    ab = _pairs(sa, sb)
+    const_a = [bool((s[0] == 0).all()) for s in sa]
+    if feats_b is None:
+        aa = ab.diagonal().clone()
+        return ab, aa, aa, const_a, const_a
+    aa = torch.stack([_pairs([s], [s])[0, 0] for s in sa])
+    bb = torch.stack([_pairs([s], [s])[0, 0] for s in sb])
+    return ab, aa, bb, const_a, [bool((s[0] == 0).all()) for s in sb]
+
+
+def _use_feature_route(n: int, dims_a: list[int], dims_b: list[int] | None,
+                       gram_dtype: torch.dtype) -> bool:
+    """Pick the cheaper route by a flop model (float64 costs twice float32)."""
+    da = sum(dims_a)
+    db = da if dims_b is None else sum(dims_b)
+    gram_width = da if dims_b is None else da + db
+    unit = 1.0 if gram_dtype == torch.float32 else 2.0
+    la, lb = len(dims_a), len(dims_a) if dims_b is None else len(dims_b)
+    gram = unit * 0.85 * n * n * gram_width + la * lb * n * n
+    feature = 2.0 * n * da * db
+    if dims_b is not None:
+        feature += 2.0 * n * (sum(d * d for d in dims_a) + sum(d * d for d in dims_b))
+    return feature < gram
+
+
+def _triu(n: int, device: torch.device, cache: dict) -> torch.Tensor:
+    key = (n, str(device))
+    if key not in cache:
+        cache.clear()
+        cache[key] = torch.triu_indices(n, n, offset=1, device=device)
+    return cache[key]
+
+
+def batch_hsic(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] | None, *,
+               gram_dtype: torch.dtype, route: str = "auto", label_a: Labeller = str,
+               label_b: Labeller = str, cache: dict | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[bool], list[bool]]:
+    """Weighted unbiased HSICs ``n * HSIC_1`` of one batch, for every pair of layers.
+
+    Args:
+        feats_a: L_a tensors of shape (n, d_l), any float dtype, on one device.
+        feats_b: L_b tensors of shape (n, e_l), or None to compare ``feats_a`` with itself.
+        gram_dtype: dtype of the chunk Grams on the Gram route (float32 or float64); float64
+            layers always use float64.
+        route: ``"auto"``, ``"gram"`` or ``"feature"``.
+        label_a, label_b: Index -> layer label, for error messages.
+        cache: Optional dict reused across calls for the packing indices.
+
+    Returns:
+        ``(ab, aa, bb, const_a, const_b)``: ab (L_a, L_b), aa (L_a,), bb (L_b,) float64, and
+        per-layer flags saying the layer was constant over the batch.
+    """
+    n = feats_a[0].shape[0]
+    if route == "auto":
+        dims_b = None if feats_b is None else [x.shape[1] for x in feats_b]
+        route = ("feature" if _use_feature_route(n, [x.shape[1] for x in feats_a], dims_b,
+                                                  gram_dtype) else "gram")
+    if route == "feature":
+        return _feature_route(feats_a, feats_b, label_a, label_b)
+    if route != "gram":
+        msg = f"route must be 'auto', 'gram' or 'feature', got {route!r}"
+        raise ValueError(msg)
+    iu = _triu(n, feats_a[0].device, {} if cache is None else cache)
+    with _exact_fp32_matmul():
+        ua, const_a = _gram_rows(feats_a, gram_dtype, label_a, iu)
+        ub, const_b = (ua, const_a) if feats_b is None else _gram_rows(feats_b, gram_dtype,
+                                                                       label_b, iu)
+    w = 2.0 / (n - 3)
+    ab = (ua @ ub.T) * w  # (L_a, L_b): every pair from one product
+    if feats_b is None:
+        aa = ab.diagonal().clone()
+        return ab, aa, aa, const_a, const_a
+    aa = ua.square().sum(dim=1) * w
+    bb = ub.square().sum(dim=1) * w
+    return ab, aa, bb, const_a, const_b
