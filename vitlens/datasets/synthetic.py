@@ -85,8 +85,8 @@ def _params(split_id: int, seed: int, domain: int, block: int) -> dict[str, np.n
             for c, u in zip(label, pick, strict=True)
         ]
     )
-    scale = rng.uniform(1.75, 3.6, b).astype(np.float32)  # output px per glyph px
-    theta = np.deg2rad(rng.uniform(-30, 30, b)).astype(np.float32)
+    scale = rng.uniform(2.25, 3.75, b).astype(np.float32)  # output px per glyph px
+    theta = np.deg2rad(rng.uniform(-25, 25, b)).astype(np.float32)
     half = 4 * scale * (np.abs(np.cos(theta)) + np.abs(np.sin(theta)))
     margin = 0.75 * half  # the object may touch and slightly cross the border
     cx = (margin + rng.random(b) * (SIZE - 2 * margin)).astype(np.float32)
@@ -102,10 +102,10 @@ def _params(split_id: int, seed: int, domain: int, block: int) -> dict[str, np.n
         "colour": rng.uniform(0, 1, (b, 3)).astype(np.float32),
         "base": rng.uniform(0.1, 0.9, (b, 3)).astype(np.float32),
         "stripe": rng.uniform(0, 1, (b, 5)).astype(np.float32),
-        "d_on": rng.random((b, _N_DISTRACT)) < np.array([1.0, 0.75, 0.5, 0.3]),
+        "d_on": rng.random((b, _N_DISTRACT)) < np.array([0.8, 0.5, 0.25, 0.1]),
         "d_kind": rng.integers(0, 4, (b, _N_DISTRACT)),
         "d_pos": rng.uniform(0, SIZE, (b, _N_DISTRACT, 2)).astype(np.float32),
-        "d_size": rng.uniform(3, 11, (b, _N_DISTRACT, 2)).astype(np.float32),
+        "d_size": rng.uniform(2.5, 8, (b, _N_DISTRACT, 2)).astype(np.float32),
         "d_angle": rng.uniform(0, np.pi, (b, _N_DISTRACT)).astype(np.float32),
         "d_colour": rng.uniform(0, 1, (b, _N_DISTRACT, 3)).astype(np.float32),
     }
@@ -173,7 +173,7 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
         + np.sin(ang)[:, None, None] * _GRID[None, :, None]
     ) * freq[:, None, None]
     if domain == 0:
-        grid = p["base"][:, None, None, :] + 0.22 * noise_rng.standard_normal(
+        grid = (0.25 + 0.5 * p["base"])[:, None, None, :] + 0.15 * noise_rng.standard_normal(
             (b, 5, 5, 3), np.float32
         )
         grid = grid.transpose(0, 3, 1, 2)  # (B, 3, 5, 5)
@@ -181,7 +181,7 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
         img = np.ascontiguousarray(img)
         wave = np.sin(2 * np.pi * phase + 6.3 * st[:, 2, None, None])
         amp = (
-            (0.2 * st[:, 3])[:, None, None, None]
+            (0.12 * st[:, 3])[:, None, None, None]
             * (noise_rng.random((b, 1, 1, 3), np.float32) - 0.5)
             * 2
         )
@@ -209,14 +209,14 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
     for k in range(_N_DISTRACT):
         m = _distractor_masks(p, k)[..., None]
         np.copyto(img, d_col[:, k, None, None, :], where=m)
-    colour = p["colour"].copy()
-    if domain == 1:
-        colour = np.where(_lum(bg_mean)[:, None] > 0.45, 0.05, 0.95) * np.ones_like(colour)
-    low = np.abs(_lum(colour) - _lum(bg_mean)) < 0.25  # keep the target visible
-    colour[low] = 1.0 - colour[low]
     field = _glyph_field(p)
     alpha = np.clip((field - 0.3) * 4.0, 0, 1)
-    if domain == 1:  # hollow outline glyph
+    if domain == 0:  # a bright fill inside a dark rim: the target stands out from the clutter
+        colour = 0.45 + 0.55 * p["colour"]
+        rim = np.clip((field - 0.1) * 4.0, 0, 1)[..., None]
+        img = img * (1 - rim)
+    else:  # hollow outline glyph, dark on light or light on dark
+        colour = np.where(_lum(bg_mean)[:, None] > 0.45, 0.05, 0.95) * np.ones_like(p["colour"])
         alpha = alpha * (1 - np.clip((field - 0.62) * 6.0, 0, 1))
     img = img + alpha[..., None] * (colour[:, None, None, :] - img)
     sigma = 0.03 if domain == 0 else 0.08

@@ -1,0 +1,87 @@
+"""The zoo's model list and shared name handling (stdlib only: cheap to import)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import Any
+
+ZOO_DIR = Path(__file__).parent
+WEIGHTS_DIR = ZOO_DIR / "weights"
+CARDS_DIR = ZOO_DIR / "cards"
+PREFIX = "vitlens/"
+
+# Depth of every zoo ViT and the middle block whose skips vit-noskip removes.
+VIT_DEPTH = 6
+NOSKIP_BLOCK = 3
+
+# name -> how it is built and trained. ``arch`` picks the builder in ``architectures``;
+# ``fraction`` is the share of the training set used (same number of steps);
+# ``domain`` the dataset domain; ``init_from`` a zoo model to fine-tune from.
+SPECS: dict[str, dict[str, Any]] = {
+    "vit-cls": {"arch": "vit-cls", "stands_in_for": "ViT-B/16 (CLS token)"},
+    "vit-gap": {"arch": "vit-gap", "stands_in_for": "ViT-B/16 trained with global average pooling"},
+    "resnet": {"arch": "resnet", "stands_in_for": "BiT ResNet50x1 (pre-activation ResNetV2)"},
+    "mixer": {"arch": "mixer", "stands_in_for": "MLP-Mixer B/16"},
+    "vit-cls-3pct": {"arch": "vit-cls", "fraction": 0.03, "stands_in_for": "ViT on 3% of JFT"},
+    "vit-cls-10pct": {"arch": "vit-cls", "fraction": 0.10, "stands_in_for": "ViT on 10% of JFT"},
+    "vit-cls-30pct": {"arch": "vit-cls", "fraction": 0.30, "stands_in_for": "ViT on 30% of JFT"},
+    f"vit-noskip-{NOSKIP_BLOCK}": {
+        "arch": "vit-noskip",
+        "noskip_block": NOSKIP_BLOCK,
+        "stands_in_for": f"ViT-B/32 without skip connections in block {NOSKIP_BLOCK} (Fig. 8)",
+    },
+    "vit-cls-ft": {
+        "arch": "vit-cls",
+        "domain": 1,
+        "init_from": "vit-cls",
+        "stands_in_for": "ViT fine-tuned on a distant domain (App. G)",
+    },
+}
+for _spec in SPECS.values():
+    _spec.setdefault("fraction", 1.0)
+    _spec.setdefault("domain", 0)
+    _spec.setdefault("init_from", None)
+
+
+class ZooNameError(KeyError, ValueError):
+    """An unknown zoo model name; the message lists the zoo and close matches."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def canonical(name: str) -> str:
+    """``"vitlens/vit-cls"`` or ``"vit-cls"`` -> ``"vit-cls"``; unknown names raise.
+
+    Raises:
+        ZooNameError: (a ``KeyError`` and ``ValueError``) for a name not in the zoo.
+    """
+    if not isinstance(name, str):
+        msg = f"a zoo model name must be a string, got {type(name).__name__}"
+        raise TypeError(msg)
+    short = name[len(PREFIX) :] if name.startswith(PREFIX) else name
+    if short in SPECS:
+        return short
+    close = difflib.get_close_matches(short, list(SPECS), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    msg = f"unknown zoo model {name!r}.{hint} Available: {', '.join(SPECS)}."
+    raise ZooNameError(msg)
+
+
+def read_card(name: str, cards_dir: Path | None = None) -> dict[str, Any]:
+    """The JSON model card of a zoo model.
+
+    Raises:
+        ZooNameError: unknown name.
+        FileNotFoundError: the model has no card yet (it was never trained).
+    """
+    short = canonical(name)
+    path = (cards_dir or CARDS_DIR) / f"{short}.json"
+    if not path.is_file():
+        msg = (
+            f"no model card for {short!r} at {path}; train it: python -m vitlens.zoo.train {short}"
+        )
+        raise FileNotFoundError(msg)
+    return json.loads(path.read_text())
