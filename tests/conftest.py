@@ -21,8 +21,9 @@ TINY = {
     "vit_gap": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=2, embed_dim=32,
                                              num_heads=2, num_classes=5, class_token=False,
                                              global_pool="avg")),
-    "resnet": ("resnet18", dict(layers=(1, 1, 1, 1), num_classes=5)),
-    "resnet_bottleneck": ("resnet26", dict(layers=(1, 1, 1, 1), num_classes=5)),
+    "resnet": ("resnet18", dict(layers=(1, 1, 1, 1), num_classes=5, zero_init_last=False)),
+    "resnet_bottleneck": ("resnet26", dict(layers=(1, 1, 1, 1), num_classes=5,
+                                           zero_init_last=False)),
     "resnetv2": ("timm.models.resnetv2.ResNetV2", dict(layers=(1, 1, 1, 1), channels=(64, 128, 192, 256),
                                                        stem_chs=32, stem_type="fixed", bottle_ratio=0.5,
                                                        num_classes=5)),
@@ -42,6 +43,12 @@ def make_tiny(family: str, seed: int = 0) -> torch.nn.Module:
         module, cls = arch.rsplit(".", 1)
         return getattr(importlib.import_module(module), cls)(**kwargs).eval()
     return timm.create_model(arch, pretrained=False, **kwargs).eval()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_vitlens_cache(tmp_path_factory, monkeypatch):
+    """Each test gets an empty result cache (vitlens.cka caches on disk by default)."""
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path_factory.mktemp("vitlens_cache")))
 
 
 @pytest.fixture(params=sorted(TINY))

@@ -38,6 +38,12 @@ def _add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights-a", default=None, help="local weights file for model A")
     p.add_argument("--weights-b", default=None, help="local weights file for model B")
     p.add_argument("--device", default=None)
+    p.add_argument("--precision", default="float32",
+                   choices=["float32", "bfloat16", "float16", "auto"],
+                   help="forward-pass precision; 'auto' keeps bfloat16 only if batch 1's CKA "
+                        "is within 1e-4 of float32")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the result cache (see 'vitlens cache')")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_cka)
 
@@ -49,21 +55,23 @@ def _load(name: str, weights: str | None, random_init: bool):
 
 
 def _run_cka(args: argparse.Namespace) -> int:
+    from . import distributed
     from .api import cka
     from .datasets import samples
     from .figures import save_chart
 
     images = samples(args.samples) if args.images == "samples" else args.images
     model_a = _load(args.model_a, args.weights_a, args.random_init)
-    model_a.vitlens_name = args.model_a
     model_b = None
     if args.model_b is not None and args.model_b != args.model_a:
         model_b = _load(args.model_b, args.weights_b, args.random_init)
-        model_b.vitlens_name = args.model_b
     result = cka(model_a, images, model_b, layers_a=_layers(args.layers_a),
                  layers_b=_layers(args.layers_b), token_mode=args.token_mode,
                  batch_size=args.batch_size, device=args.device,
-                 progress=not args.no_progress, n_images=args.n_images)
+                 progress=not args.no_progress, n_images=args.n_images,
+                 cache=not args.no_cache, precision=args.precision)
+    if not distributed.is_main():  # under torchrun, rank 0 writes
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     path = result.save(args.out / "cka.npz")
     figs = save_chart(result.chart(), args.out / "cka")
@@ -86,11 +94,41 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="show or empty the result cache",
+                       description="The result cache lives in $VITLENS_CACHE_DIR, else "
+                                   "$XDG_CACHE_HOME/vitlens, else ~/.cache/vitlens.")
+    p.add_argument("action", nargs="?", default="info", choices=["info", "dir", "clear"],
+                   help="info (default): where it is and its size; dir: print the folder; "
+                        "clear: delete every cached result and checkpoint")
+    p.add_argument("--kind", default=None, help="with clear: only this kind (e.g. cka)")
+    p.set_defaults(func=_run_cache)
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from . import cache
+
+    if args.action == "dir":
+        print(cache.cache_dir())
+    elif args.action == "clear":
+        removed = cache.clear(args.kind)
+        print(f"removed {removed} cached file{'s' if removed != 1 else ''} from "
+              f"{cache.cache_dir()}")
+    else:
+        info = cache.info()
+        print(f"{info['dir']}: {info['files']} files, {info['bytes'] / 2**20:.1f} MiB")
+    return 0
+
+
+_DISTRIBUTED_COMMANDS = ("cka", "reproduce")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitlens", description="Look inside vision models.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_cka(sub)
     _add_reproduce(sub)
+    _add_cache(sub)
     return parser
 
 
@@ -98,6 +136,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command in _DISTRIBUTED_COMMANDS:
+            from . import distributed
+
+            with distributed.session():  # joins torchrun's group; a no-op in one process
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except (VitlensError, KeyError, ValueError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

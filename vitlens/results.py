@@ -128,6 +128,13 @@ def _import_result_modules() -> None:
             pass
 
 
-from .similarity_result import SimilarityResult  # noqa: E402  (registers the class)
+def __getattr__(name: str) -> Any:
+    if name == "SimilarityResult":  # defined in its own module, which imports this one
+        from .similarity_result import SimilarityResult
+
+        return SimilarityResult
+    msg = f"module 'vitlens.results' has no attribute {name!r}"
+    raise AttributeError(msg)
+
 
 __all__ = ["Result", "SimilarityResult", "load_result"]

@@ -94,6 +94,15 @@ def load_model(
     if not isinstance(name, str):
         msg = f"model must be a name or a torch.nn.Module, got {type(name).__name__}"
         raise TypeError(msg)
+    model = _load(name, pretrained=pretrained, weights=weights, **timm_kwargs)
+    # A readable label for results: the name asked for, and the weights file if one was given.
+    label = name if weights is None else f"{name} ({Path(weights).name})"
+    object.__setattr__(model, "vitlens_name", label)
+    return model
+
+
+def _load(name: str, *, pretrained: bool, weights: str | os.PathLike | None,
+          **timm_kwargs: Any) -> nn.Module:
     if name.startswith(ZOO_PREFIX):
         return _load_zoo(name[len(ZOO_PREFIX):], weights)
     import timm
