@@ -1,0 +1,285 @@
+"""``AttentionExplorer``: a ViT's attention on one image, by layer and head, with rollout."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+import traitlets as T
+from torch import nn
+
+from ._base import LRUCache, MessageArea, error_text, model_key
+from ._sources import ModelChoices, display_image, image_source
+from .image_attention import ImageAttentionView
+
+
+def compute_attention(model: nn.Module, x: Any) -> dict[str, np.ndarray]:
+    """Everything the explorer shows for one preprocessed image (1, 3, H, W).
+
+    Returns:
+        ``maps`` (L, H, N, N) attention probabilities, ``rollout`` (L, N, N) rollout through
+        blocks 0..l, ``distance`` (L, H) mean attention distance in pixels (this image),
+        ``grid``, ``patch_size`` and ``num_prefix_tokens``.
+    """
+    import torch
+
+    from ..analyses.attention import attention_maps, attention_rollout
+    from ..analyses.distance import mean_attention_distance
+    from ..models.layers import layer_catalog
+
+    cat = layer_catalog(model)
+    npt = int(getattr(model, "num_prefix_tokens", 0))
+    dev = next(model.parameters()).device
+    with torch.no_grad():
+        maps = attention_maps(model, x.to(dev))[:, 0].double()  # (L, H, N, N)
+        # Rollout through blocks 0..l for every l: one running product.
+        eye = torch.eye(maps.shape[-1], dtype=maps.dtype, device=maps.device)
+        rolls, acc = [], eye
+        for layer in maps:
+            acc = attention_rollout(layer[None]) @ acc
+            rolls.append(acc)
+        dist = torch.stack([mean_attention_distance(m[None], cat.grid_size, cat.patch_size, npt)
+                            for m in maps])
+    return {"maps": maps.float().cpu().numpy(), "rollout": torch.stack(rolls).float().cpu().numpy(),
+            "distance": dist.cpu().numpy(), "grid": tuple(cat.grid_size),
+            "patch_size": tuple(cat.patch_size), "num_prefix_tokens": npt}
+
+
+class AttentionExplorer(W.VBox):
+    """Attention maps of a ViT for one image: pick the image, the layer and the head.
+
+    Shows the attention of the clicked query patch (or CLS) in the chosen head, every head
+    of the layer as a grid, the attention rollout through the layers up to the chosen one,
+    and the layer's heads sorted by mean attention distance (click a bar to pick a head).
+    Each image's maps are computed in one forward pass and cached, so sliders are instant.
+
+    Args:
+        model: A zoo name, timm name or ViT-style model object.
+        images: ``"samples"``, ``"synthetic"`` or any image source; an upload adds images.
+        image: Index of the first image shown.
+        layer, head: Start values (``head=-1``: the mean over heads).
+        charts: Show the Altair chart of heads by distance.
+    """
+
+    def __init__(self, model: str | nn.Module = "vitlens/vit-cls", images: Any = "samples", *,
+                 image: int = 0, layer: int = 0, head: int = -1, charts: bool = True,
+                 n_images: int | None = None, _data: dict[str, Any] | None = None) -> None:
+        self._static = _data is not None
+        self.models = ModelChoices(model)
+        label = self.models.add(model)
+        self.cache = LRUCache(64)
+        self._uploads: dict[str, Any] = {}
+        self.data: dict[str, Any] | None = _data
+        self.source = None
+        style = {"description_width": "60px"}
+        self.model = W.Combobox(value=label, options=self.models.options(), ensure_option=False,
+                                description="Model", style=style)
+        self.image = W.Dropdown(options=[], description="Image", style=style)
+        self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
+        self.layer = W.IntSlider(value=layer, min=0, max=max(layer, 1), description="Layer",
+                                 style=style, continuous_update=True)
+        self.head = W.IntSlider(value=head, min=-1, max=max(head, 1), description="Head",
+                                style=style, continuous_update=True)
+        self.head_note = W.HTML("<span style='font-size:11px;color:#666'>−1 = mean over heads"
+                                "</span>")
+        self.message = MessageArea()
+        self.attention = ImageAttentionView(title="attention of the query", prefix_names=["CLS"],
+                                            size=240)
+        self.rollout = ImageAttentionView(title="attention rollout", show_heads=False,
+                                          value_label="rollout", colormap="magma", size=200)
+        T.link((self.attention, "query"), (self.rollout, "query"))
+        T.link((self.head, "value"), (self.attention, "head"))
+        self.chart = None
+        self._charts = charts
+        chart_box = W.VBox([])
+        if charts:
+            from .charts import heads_by_distance_chart, jupyter_chart, on_point_select
+
+            self.chart = jupyter_chart(heads_by_distance_chart([[0.0]]))
+            on_point_select(self.chart, "head_sel", "head", self._on_chart_head)
+            chart_box.children = (self.chart,)
+        self._set_source(images, n_images)
+        self.model.observe(self._on_model, "value")
+        self.image.observe(lambda _c: self.refresh(), "value")
+        self.upload.observe(self._on_upload, "value")
+        self.layer.observe(lambda _c: self._show_layer(), "value")
+        self.head.observe(lambda _c: self._update_params(), "value")
+        super().__init__([
+            W.HBox([self.model, self.image, self.upload]),
+            W.HBox([self.layer, self.head, self.head_note]),
+            self.message,
+            W.HBox([self.attention, W.VBox([self.rollout, chart_box])]),
+        ])
+        self.add_class("vitlens-explorer")
+        if self.image.options:
+            self.image.value = self.image.options[min(image, len(self.image.options) - 1)][1]
+        self.refresh()
+
+    # ----- sources -----
+    def _set_source(self, images: Any, n_images: int | None) -> None:
+        try:
+            self.source = image_source(images, n_images)
+        except Exception as err:  # noqa: BLE001
+            self.message.error(err)
+            self.source = None
+            return
+        names = getattr(self.source, "photo_names", None)
+        opts = []
+        for i in range(len(self.source)):
+            name = names[i] if names is not None and i < len(names) else f"image {i}"
+            opts.append((f"{i}: {name}", ("source", i)))
+        self.image.options = opts
+
+    def _on_upload(self, change: dict) -> None:
+        files = change["new"]
+        if not files:
+            return
+        f = files[-1] if isinstance(files, list | tuple) else next(iter(files.values()))
+        name = f.get("name", "upload")
+        try:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(io.BytesIO(bytes(f["content"]))) as img:
+                    img.load()
+                    pil = img.convert("RGB")
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+                msg = f"could not read the uploaded file {name!r}: it is not an image ({err})"
+                raise ValueError(msg) from None
+        except ValueError as err:
+            self.message.error(str(err))
+            return
+        key = ("upload", name, len(self._uploads))
+        self._uploads[key] = pil
+        self.image.options = [*self.image.options, (f"upload: {name}", key)]
+        self.image.value = key
+
+    def _pil(self, key: tuple) -> Any:
+        return self._uploads[key] if key[0] == "upload" else self.source[key[1]]
+
+    # ----- compute and show -----
+    def _on_model(self, _change: dict) -> None:
+        self.refresh()
+
+    def compute(self, key: tuple | None = None) -> dict[str, Any]:
+        """The (cached) maps of an image for the current model."""
+        from ._sources import preprocess_one
+
+        key = key if key is not None else self.image.value
+        label = self.model.value.strip()
+        cache_key = (model_key(self.models.objects.get(label, label)), key)
+
+        def work() -> dict[str, Any]:
+            model = self.models.load(label)
+            x = preprocess_one(self._pil(key), model, getattr(self.source, "preprocessed", False)
+                               and key[0] == "source")
+            out = compute_attention(model, x)
+            out["image"] = display_image(x[0], model)
+            return out
+
+        return self.cache.get(cache_key, work)
+
+    def refresh(self) -> None:
+        """Compute (or fetch) the current image's maps and redraw everything."""
+        if self.image.value is None and not self._has_static():
+            return
+        try:
+            data = self.data if self._has_static() else self.compute()
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+            self.message.error(err)
+            self.attention.message = "no attention: see the message above"
+            return
+        self.message.clear()
+        self.attention.message = ""
+        self.data = data
+        n_layers, n_heads = data["maps"].shape[:2]
+        with self.layer.hold_trait_notifications():
+            self.layer.max = n_layers - 1
+        self.head.max = n_heads - 1
+        self.attention.set_data(data["image"], None)
+        self.rollout.set_data(data["image"], None)
+        self._show_layer()
+        self._new_chart()
+
+    def _has_static(self) -> bool:
+        return self._static
+
+    def _show_layer(self) -> None:
+        if self.data is None:
+            return
+        d, layer = self.data, self.layer.value
+        npt = d["num_prefix_tokens"]
+        labels = [f"head {h} · {v:.1f}px" for h, v in enumerate(d["distance"][layer])]
+        with self.attention.hold_sync():
+            self.attention.prefix_names = ["CLS", "DIST", "REG"][:npt] if npt else []
+            self.attention.head_labels = labels
+            self.attention.title = f"block {layer}: attention of the query"
+            self.attention.set_data(None, d["maps"][layer], grid=d["grid"])
+        self.rollout.prefix_names = self.attention.prefix_names
+        self.rollout.title = f"rollout through blocks 0–{layer}"
+        self.rollout.set_data(None, d["rollout"][layer][None], grid=d["grid"])
+        self._update_params()
+
+    def _new_chart(self) -> None:
+        """Rebuild the chart for a new image (all blocks' distances in one chart)."""
+        if self.chart is None or self.data is None:
+            return
+        from .charts import heads_by_distance_chart
+
+        self.chart.chart = heads_by_distance_chart(self.data["distance"], layer=self.layer.value,
+                                                   head=self.head.value)
+
+    def _update_params(self) -> None:
+        """A slider moved: only the chart's params change (no rebuild)."""
+        if self.chart is None:
+            return
+        self.chart.params.layer = self.layer.value
+        self.chart.params.head = self.head.value
+
+    def _on_chart_head(self, heads: list[int]) -> None:
+        if heads:
+            self.head.value = int(heads[0])
+
+    def __repr__(self) -> str:
+        shape = "none" if self.data is None else "×".join(str(s) for s in self.data["maps"].shape)
+        return (f"AttentionExplorer({self.model.value}, image={self.image.label!r}, "
+                f"layer={self.layer.value}, head={self.head.value}, maps={shape})")
+
+    @classmethod
+    def from_maps(cls, image: Any, maps: Any, *, patch_size: int | tuple[int, int],
+                  num_prefix_tokens: int = 1, label: str = "precomputed",
+                  **kwargs: Any) -> AttentionExplorer:
+        """An explorer for precomputed (L, H, N, N) maps of one image, shown instantly.
+
+        Args:
+            image: (h, w, 3) picture the maps belong to.
+            maps: (L, H, N, N) attention probabilities (e.g. from
+                :func:`vitlens.analyses.attention.attention_maps` for one image).
+            patch_size: Patch size in pixels (for the mean distances).
+            num_prefix_tokens: Prefix tokens at the front of the N tokens.
+        """
+        import torch
+
+        from ..analyses.attention import attention_rollout
+        from ..analyses.distance import mean_attention_distance
+
+        m = torch.as_tensor(np.asarray(maps), dtype=torch.float64)
+        if m.dim() != 4:
+            msg = f"maps must be (L, H, N, N); got shape {tuple(m.shape)}"
+            raise ValueError(msg)
+        side = int(round((m.shape[-1] - num_prefix_tokens) ** 0.5))
+        grid = (side, side)
+        rolls = torch.stack([attention_rollout(m[: i + 1]) for i in range(len(m))])
+        dist = torch.stack([mean_attention_distance(a[None], grid, patch_size, num_prefix_tokens)
+                            for a in m])
+        data = {"maps": m.float().numpy(), "rollout": rolls.float().numpy(),
+                    "distance": dist.numpy(), "grid": grid, "num_prefix_tokens": num_prefix_tokens,
+                    "image": np.asarray(image), "patch_size": patch_size}
+        obj = cls(label, [np.asarray(image)], _data=data, **kwargs)
+        obj.image.disabled = obj.model.disabled = obj.upload.disabled = True
+        return obj
+
+
+__all__ = ["AttentionExplorer", "compute_attention", "error_text"]

@@ -1,0 +1,148 @@
+"""``HeatmapView``: a canvas matrix with labelled axes, a colour scale, hover and click."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anywidget
+import numpy as np
+import traitlets as T
+
+from ._base import decode_array, encode_array
+
+_HERE = Path(__file__).parent
+
+
+class HeatmapView(anywidget.AnyWidget):
+    """A matrix drawn on a canvas: rows and columns labelled, colour legend, hover readout.
+
+    Clicking a cell sets :attr:`selected` to ``[row, col]`` (synced back to Python, so
+    ``view.observe(callback, "selected")`` reacts to clicks). NaN cells are drawn as
+    "pending", so a matrix that fills in batch by batch can be pushed as it grows.
+
+    Args:
+        matrix: (rows, cols) values, or ``None`` for an empty view.
+        row_labels, col_labels: Names of the rows and columns (default ``0, 1, ...``).
+        **kwargs: Any public trait (``title``, ``row_title``, ``vmin``, ...).
+
+    Example:
+        >>> view = HeatmapView(result.matrix, row_labels=result.layers_a,
+        ...                    col_labels=result.layers_b, value_label="CKA")
+    """
+
+    _esm = _HERE / "heatmap.js"
+    _css = _HERE / "heatmap.css"
+
+    # --- public traits ---
+    row_labels = T.List(T.Unicode(), help="names of the rows (top to bottom, or bottom up "
+                        "with origin='lower')").tag(sync=True)
+    col_labels = T.List(T.Unicode(), help="names of the columns").tag(sync=True)
+    title = T.Unicode("").tag(sync=True)
+    row_title = T.Unicode("").tag(sync=True)
+    col_title = T.Unicode("").tag(sync=True)
+    value_label = T.Unicode("value", help="what a cell holds, in the legend and readout").tag(sync=True)
+    vmin = T.Float(None, allow_none=True, help="colour scale low end; None: data min").tag(sync=True)
+    vmax = T.Float(None, allow_none=True, help="colour scale high end; None: data max").tag(sync=True)
+    colormap = T.Enum(("magma", "viridis", "blues", "rdbu"), "magma").tag(sync=True)
+    origin = T.Enum(("upper", "lower"), "upper", help="'lower' puts row 0 at the bottom").tag(sync=True)
+    size = T.Int(400, help="side of the matrix area in CSS pixels").tag(sync=True)
+    selected = T.List(T.Int(), default_value=None, allow_none=True, minlen=2, maxlen=2,
+                      help="[row, col] of the clicked cell, or None").tag(sync=True)
+    message = T.Unicode("", help="a note drawn over the matrix (status or error)").tag(sync=True)
+
+    # --- internal traits: the matrix as binary ---
+    _data = T.Bytes(b"").tag(sync=True)
+    _dtype = T.Unicode("float32").tag(sync=True)
+    _shape = T.List(T.Int(), default_value=[0, 0]).tag(sync=True)
+    _version = T.Int(0).tag(sync=True)
+
+    def __init__(self, matrix: Any = None, *, row_labels: list[str] | None = None,
+                 col_labels: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if matrix is not None:
+            self.set_matrix(matrix, row_labels, col_labels)
+
+    def set_matrix(self, matrix: Any, row_labels: list[str] | None = None,
+                   col_labels: list[str] | None = None) -> None:
+        """Send a new (rows, cols) matrix; NaN entries show as not yet computed.
+
+        The selection is kept when it still fits the new shape, and cleared otherwise.
+
+        Raises:
+            ValueError: the matrix is not 2-D, or the labels do not match its shape.
+        """
+        arr = np.asarray(matrix, dtype=np.float64)
+        if arr.ndim != 2:
+            msg = f"HeatmapView needs a 2-D (rows, cols) matrix; got shape {arr.shape}"
+            raise ValueError(msg)
+        rows = list(row_labels) if row_labels is not None else None
+        cols = list(col_labels) if col_labels is not None else None
+        if rows is None:
+            rows = self.row_labels if len(self.row_labels) == arr.shape[0] else _numbered(arr.shape[0])
+        if cols is None:
+            cols = self.col_labels if len(self.col_labels) == arr.shape[1] else _numbered(arr.shape[1])
+        if (len(rows), len(cols)) != arr.shape:
+            msg = (f"{len(rows)} row labels and {len(cols)} column labels do not match the "
+                   f"matrix shape {arr.shape}")
+            raise ValueError(msg)
+        data, dtype, shape = encode_array(arr, "float32")
+        sel = self.selected
+        with self.hold_sync():
+            self.row_labels = [str(r) for r in rows]
+            self.col_labels = [str(c) for c in cols]
+            self._data, self._dtype, self._shape = data, dtype, shape
+            if sel is not None and not (sel[0] < shape[0] and sel[1] < shape[1]):
+                self.selected = None
+            self._version += 1
+
+    def clear(self) -> None:
+        """Remove the matrix (an empty view)."""
+        with self.hold_sync():
+            self.selected = None
+            self._data, self._shape = b"", [0, 0]
+            self._version += 1
+
+    @property
+    def matrix(self) -> np.ndarray:
+        """The matrix as the browser has it (float32 values, NaN where pending)."""
+        return decode_array(self._data, self._dtype, self._shape)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self._shape[0]), int(self._shape[1])
+
+    @property
+    def selected_labels(self) -> tuple[str, str] | None:
+        """``(row label, column label)`` of the selected cell, or ``None``."""
+        if self.selected is None:
+            return None
+        i, j = self.selected
+        return self.row_labels[i], self.col_labels[j]
+
+    @property
+    def selected_value(self) -> float | None:
+        if self.selected is None:
+            return None
+        i, j = self.selected
+        return float(self.matrix[i, j])
+
+    @T.validate("selected")
+    def _check_selected(self, proposal: dict) -> list[int] | None:
+        sel = proposal["value"]
+        if sel is None:
+            return None
+        i, j = (int(v) for v in sel)
+        rows, cols = self.shape
+        if not (0 <= i < rows and 0 <= j < cols):
+            msg = f"selected cell {[i, j]} is outside the {rows}x{cols} matrix"
+            raise T.TraitError(msg)
+        return [i, j]
+
+    def __repr__(self) -> str:
+        rows, cols = self.shape
+        return f"HeatmapView({rows}×{cols}, selected={self.selected})"
+
+
+def _numbered(n: int) -> list[str]:
+    return [str(i) for i in range(n)]

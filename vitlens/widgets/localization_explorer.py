@@ -1,0 +1,172 @@
+"""``LocalizationExplorer``: click a token, see its CKA with every input patch (Fig 9, 10)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ipywidgets as W
+import numpy as np
+from torch import nn
+
+from ._base import LRUCache, MessageArea, model_key
+from ._sources import ModelChoices, display_image, image_source, preprocess_one
+from .image_attention import ImageAttentionView
+
+
+def _as_values(result: Any) -> tuple[np.ndarray, tuple[int, int]]:
+    """(1, gh*gw, gh*gw) values from a LocalizationResult (missing tokens are NaN rows)."""
+    maps = np.asarray(result.maps, dtype=np.float64)  # (P, gh, gw)
+    gh, gw = int(maps.shape[1]), int(maps.shape[2])
+    full = np.full((gh * gw, gh * gw), np.nan)
+    for k, (r, c) in enumerate(np.asarray(result.positions).reshape(-1, 2)):
+        full[int(r) * gw + int(c)] = maps[k].reshape(-1)
+    return full[None], (gh, gw)
+
+
+class LocalizationExplorer(W.VBox):
+    """Spatial localization: how much a token of a layer still describes its own patch.
+
+    For the token you click on the grid, the overlay shows its CKA across images with the raw
+    input patch at every position (:func:`vitlens.analyses.localization.localization`).
+    The layer slider moves through the chosen layers; each layer is computed once and cached.
+
+    Args:
+        model: A zoo name, timm name or model object.
+        images: ``"synthetic"``, ``"samples"`` or any image source.
+        layers: Layer selector (``"blocks"``, a kind, or names) for the slider.
+        layer: Start position on the slider (default: the last layer).
+        n_images: Images used for the CKA.
+        results: Precomputed :class:`~vitlens.analyses.localization.LocalizationResult`
+            objects (a list, or a mapping by layer name), shown without computing.
+    """
+
+    def __init__(self, model: str | nn.Module = "vitlens/vit-cls", images: Any = "synthetic", *,
+                 layers: str | Sequence[str] = "blocks", layer: int | None = None,
+                 n_images: int = 64, batch_size: int = 32, device: Any = None,
+                 results: Sequence[Any] | Mapping[str, Any] | None = None) -> None:
+        self.models = ModelChoices(model)
+        self._label = self.models.add(model)
+        self.n_images, self.batch_size, self.device = n_images, batch_size, device
+        self.cache = LRUCache(64)
+        self.images = images
+        self._bg: np.ndarray | None = None
+        self.layer_names: list[str] = []
+        style = {"description_width": "60px"}
+        self.layers = W.Combobox(value=layers if isinstance(layers, str) else "custom",
+                                 options=["blocks", "all", "attn", "mlp_hidden", "unit", "stage"],
+                                 ensure_option=False, description="Layers", style=style)
+        self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style)
+        self.layer_label = W.HTML("")
+        self.message = MessageArea()
+        self.view = ImageAttentionView(title="CKA of the clicked token with each input patch",
+                                       value_label="CKA", show_heads=False, colormap="viridis",
+                                       size=260)
+        self.summary = W.HTML("")
+        if results is not None:
+            self._seed(results)
+        else:
+            self._set_layers(layers)
+        self.layers.observe(lambda c: self._set_layers(c["new"]), "value")
+        self.layer.observe(lambda _c: self.refresh(), "value")
+        super().__init__([W.HBox([self.layers, self.layer, self.layer_label]), self.message,
+                          W.HBox([self.view, self.summary])])
+        self.add_class("vitlens-explorer")
+        if self.layer_names:
+            start = len(self.layer_names) - 1 if layer is None else layer
+            self.layer.value = min(max(start, 0), len(self.layer_names) - 1)
+        self.refresh()
+
+    def _seed(self, results: Sequence[Any] | Mapping[str, Any]) -> None:
+        items = list(results.items()) if isinstance(results, Mapping) else \
+            [(r.meta.get("layer", f"layer {i}"), r) for i, r in enumerate(results)]
+        self.layer_names = [name for name, _ in items]
+        for name, res in items:
+            self.cache.put(self._key(name), res)
+        self.layer.max = max(len(items) - 1, 0)
+        self.layers.disabled = True
+
+    def _key(self, layer: str) -> tuple:
+        return (model_key(self.models.objects.get(self._label, self._label)), layer,
+                self.n_images)
+
+    def _set_layers(self, spec: str | Sequence[str]) -> None:
+        from ..models.layers import layer_catalog
+
+        try:
+            if isinstance(spec, str) and not spec.strip():
+                msg = "no layers chosen: type 'blocks', 'all', a kind or a layer name"
+                raise ValueError(msg)
+            model = self.models.load(self._label)
+            names = layer_catalog(model).select(spec)
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+            self.message.error(err)
+            return
+        self.message.clear()
+        self.layer_names = names
+        self.layer.max = max(len(names) - 1, 0)
+        if self.layer.value > self.layer.max:
+            self.layer.value = self.layer.max
+        if hasattr(self, "children") and self.children:
+            self.refresh()
+
+    @property
+    def current_layer(self) -> str | None:
+        if not self.layer_names:
+            return None
+        return self.layer_names[min(self.layer.value, len(self.layer_names) - 1)]
+
+    def compute(self, layer: str) -> Any:
+        """The (cached) localization result of one layer."""
+        from ..analyses.localization import localization
+
+        def work() -> Any:
+            model = self.models.load(self._label)
+            return localization(model, image_source(self.images, self.n_images), layer=layer,
+                                n_images=self.n_images, batch_size=self.batch_size,
+                                device=self.device, progress=False)
+
+        return self.cache.get(self._key(layer), work)
+
+    def _background(self, grid: tuple[int, int]) -> np.ndarray:
+        """The first image as the model sees it (grey if it cannot be made)."""
+        if self._bg is None:
+            try:
+                model = self.models.load(self._label)
+                src = image_source(self.images, self.n_images)
+                x = preprocess_one(src[0], model, getattr(src, "preprocessed", False))
+                self._bg = display_image(x[0], model)
+            except Exception:  # noqa: BLE001 - a grey background still shows the map
+                return np.full((grid[0] * 8, grid[1] * 8, 3), 200, np.uint8)
+        return self._bg
+
+    def refresh(self) -> None:
+        """Show the current layer (computing it if needed)."""
+        layer = self.current_layer
+        if layer is None:
+            return
+        self.layer_label.value = f"<code>{layer}</code>"
+        try:
+            res = self.compute(layer)
+            values, grid = _as_values(res)
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+            self.message.error(err)
+            self.view.message = "no map for this layer: see the message above"
+            return
+        self.message.clear()
+        self.view.message = ""
+        self.view.set_data(self._background(grid), values, grid=grid)
+        self.view.title = f"{layer}: CKA of the clicked token with each input patch"
+        s = res.meta.get("summary", {})
+        if s:
+            self.summary.value = (
+                "<div style='font-family:sans-serif;font-size:12px;padding-left:8px'>"
+                f"<b>{layer}</b><br>interior tokens peaking at their own patch: "
+                f"{s.get('peak_at_own_rate', float('nan')):.0%}<br>"
+                f"mean CKA own patch {s.get('own_mean', float('nan')):.3f} vs other "
+                f"{s.get('other_mean', float('nan')):.3f}<br>n_images = "
+                f"{res.meta.get('n_images')}</div>")
+
+    def __repr__(self) -> str:
+        return (f"LocalizationExplorer({self._label}, layer={self.current_layer!r}, "
+                f"n_layers={len(self.layer_names)}, n_images={self.n_images})")
