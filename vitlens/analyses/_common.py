@@ -1,0 +1,171 @@
+"""Shared plumbing of the analyses: image streaming, float64 sums, merging results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..api import model_label, resolve_device
+from ..datasets.images import ImageSource, as_images
+from ..datasets.preprocess import MultiModelBatches, balanced_batches
+from ..errors import ImageError
+from ..models.loading import load_model
+
+
+class SumState:
+    """Named float64 sums and counts that merge by addition.
+
+    Every statistic of an analysis is a sum over images, so shards computed on different
+    processes (or at different times) join exactly: ``a.merge(b)`` or :meth:`all_reduce`.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, value: torch.Tensor | float) -> None:
+        """Add ``value`` (converted to float64) to the sum called ``name``."""
+        t = torch.as_tensor(value).detach().to(torch.float64)
+        if name in self.sums:
+            self.sums[name] = self.sums[name] + t.to(self.sums[name].device)
+        else:
+            self.sums[name] = t.clone()
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.sums[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.sums
+
+    def merge(self, other: SumState) -> SumState:
+        """Add another shard's sums into this one (in place) and return ``self``."""
+        for name, value in other.sums.items():
+            self.add(name, value)
+        return self
+
+    def all_reduce(self, group: Any = None) -> SumState:
+        """Sum every statistic over the ranks of an initialised ``torch.distributed`` group."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            for name in sorted(self.sums):
+                dist.all_reduce(self.sums[name], group=group)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.sums.items()}
+
+    def numpy(self, name: str) -> np.ndarray:
+        return self.sums[name].detach().cpu().numpy()
+
+
+@dataclass
+class ImageRun:
+    """One or more models, an image source, and balanced batches of it."""
+
+    models: list[nn.Module]
+    labels: list[str]
+    images: ImageSource
+    n: int
+    batches: list[range]
+    stream: MultiModelBatches
+    device: torch.device
+
+    @property
+    def model(self) -> nn.Module:
+        return self.models[0]
+
+    def iterate(self, progress: bool, desc: str) -> Iterator[tuple[range, tuple[torch.Tensor, ...]]]:
+        """Yield ``(indices, per-model preprocessed batches)`` with a progress bar."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.n, disable=not progress, unit="img", desc=desc) as bar:
+            for idx in self.batches:
+                xs = self.stream.load(idx)
+                yield idx, xs
+                bar.update(len(idx))
+
+
+def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch_size: int,
+              device: Any, min_images: int = 1, default_n: int | None = None,
+              what: str = "this analysis") -> ImageRun:
+    """Load models onto ``device``, read the image source and cut it into batches.
+
+    Args:
+        models: Modules, timm names or ``"vitlens/<zoo name>"`` names.
+        n_images: Use the first ``n_images`` images (``None``: all, or ``default_n`` if set
+            and smaller).
+        min_images: The fewest images (and the smallest batch) the statistic needs.
+
+    Raises:
+        ImageError: fewer images than ``n_images`` or than ``min_images``.
+        ValueError: a bad ``batch_size``.
+    """
+    dev = resolve_device(device)
+    labels = [model_label(m) for m in models]
+    loaded = [load_model(m).to(dev) for m in models]
+    source = as_images(images)
+    available = len(source)
+    if n_images is not None:
+        if n_images < 1:
+            msg = f"n_images={n_images}; pass a positive number of images"
+            raise ValueError(msg)
+        if n_images > available:
+            msg = (f"n_images={n_images} but the image source has only {available} images; pass "
+                   f"n_images<={available} or more images")
+            raise ImageError(msg)
+        n = n_images
+    else:
+        n = available if default_n is None else min(default_n, available)
+    if n < min_images:
+        msg = (f"{what} needs at least {min_images} images but got {n}; pass more images "
+               "(a folder, a list, 'samples' or vitlens.datasets.synthetic(...))")
+        raise ImageError(msg)
+    if batch_size < min_images:
+        msg = f"batch_size={batch_size} is too small: {what} needs batches of at least {min_images}"
+        raise ValueError(msg)
+    batches = balanced_batches(n, batch_size, min_size=min_images)
+    stream = MultiModelBatches(source, loaded, batches, dev)
+    return ImageRun(loaded, labels, source, n, batches, stream, dev)
+
+
+@contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Turn off ``requires_grad`` on every parameter (gradients w.r.t. inputs only); restore."""
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def weighted_merge(a: np.ndarray, ca: np.ndarray, b: np.ndarray, cb: np.ndarray) -> np.ndarray:
+    """The mean over the union of two shards, from their means and counts."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ca, cb = np.asarray(ca, np.float64), np.asarray(cb, np.float64)
+    total = ca + cb
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * ca + b * cb) / total
+
+
+def check_same(meta_a: dict, meta_b: dict, keys: Sequence[str], what: str) -> None:
+    """Raise if two results to be merged differ in any of ``keys`` of their metadata."""
+    for key in keys:
+        if meta_a.get(key) != meta_b.get(key):
+            msg = (f"cannot merge {what} results with different {key!r}: "
+                   f"{meta_a.get(key)!r} vs {meta_b.get(key)!r}")
+            raise ValueError(msg)
+
+
+def centre_index(size: int) -> int:
+    """The centre position of an axis of ``size`` (for even sizes, the upper of the two)."""
+    return size // 2
