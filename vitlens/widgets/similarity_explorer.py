@@ -57,7 +57,7 @@ class SimilarityExplorer(W.VBox):
         self._custom_images: dict[str, Any] = {}
         img_choice = images
         if not (isinstance(images, str) and images in IMAGE_SOURCES):
-            img_choice = f"custom: {getattr(images, 'name', type(images).__name__)}"
+            img_choice = f"custom: {getattr(images, 'name', None) or type(images).__name__}"
             self._custom_images[img_choice] = images
         self.device = device
         self.batch_size = batch_size
@@ -141,6 +141,7 @@ class SimilarityExplorer(W.VBox):
             self._set_status("from cache")
             return
         self.message.clear()
+        self.heatmap.message = ""
         self._cancel = threading.Event()
         self.run_button.disabled, self.cancel_button.disabled = True, False
         self.progress.value = 0
