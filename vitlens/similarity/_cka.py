@@ -19,8 +19,8 @@ def _constant(t: torch.Tensor) -> bool:
     return bool((t == t[:1]).all())
 
 
-def _warn_constant(tx: torch.Tensor, ty: torch.Tensor) -> bool:
-    names = [n for n, t in (("X", tx), ("Y", ty)) if _constant(t)]
+def _warn_constant(flags: tuple[bool, bool]) -> bool:
+    names = [n for n, flag in zip(("X", "Y"), flags, strict=True) if flag]
     if names:
         which = " and ".join(names)
         msg = (f"{which} is constant over the examples (every row identical), so its "
@@ -60,11 +60,13 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = True) -> float:
             examples, or an input holds NaN or inf.
     """
     tx, ty = _features_pair(X, Y, min_n=4 if debiased else 2)
-    if _warn_constant(tx, ty):
-        return math.nan
     if debiased:
-        ab, aa, bb, _, _ = batch_hsic([tx], [ty], gram_dtype=torch.float64)
+        ab, aa, bb, const_x, const_y = batch_hsic([tx], [ty], gram_dtype=torch.float64)
+        if _warn_constant((const_x[0], const_y[0])):
+            return math.nan
         return _ratio(ab[0, 0], aa[0], bb[0])
+    if _warn_constant((_constant(tx), _constant(ty))):
+        return math.nan
     xc, yc = tx - tx.mean(dim=0), ty - ty.mean(dim=0)
     n, dx, dy = xc.shape[0], xc.shape[1], yc.shape[1]
     if dx * dy + dx * dx + dy * dy < n * (dx + dy):  # the feature form is cheaper
@@ -97,7 +99,7 @@ def rbf_cka(X: Any, Y: Any, *, sigma_frac: float = 0.8, debiased: bool = True) -
             ``sigma_frac``, or a zero median distance (most examples identical).
     """
     tx, ty = _features_pair(X, Y, min_n=4 if debiased else 2)
-    if _warn_constant(tx, ty):
+    if _warn_constant((_constant(tx), _constant(ty))):
         return math.nan
     k = _rbf_from_centred(tx, sigma_frac, "X")
     l_ = _rbf_from_centred(ty, sigma_frac, "Y")
