@@ -1,0 +1,343 @@
+"""The verdicts of vitlens.findings: planted structure is reproduced, a modified one is not.
+
+Every test feeds a finding function synthetic results with a known structure, checks the
+statistic against a value computed by hand in the test, then changes the data and checks
+that the verdict flips. That is the acceptance criterion "a test changes the data and sees
+the verdict change".
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from vitlens import SimilarityResult
+from vitlens import findings as F
+from vitlens.analyses import (
+    AttentionDistanceResult,
+    DataScaleResult,
+    ERFResult,
+    FinetuneResult,
+    HeadSubsetResult,
+    LocalizationResult,
+    MixerComparisonResult,
+    ProbeResult,
+    ResidualResult,
+    skip_removal_structure,
+)
+
+
+def _by_figure(rows, text):
+    hits = [r for r in rows if text in r.statistic]
+    assert len(hits) == 1, [r.statistic for r in rows]
+    return hits[0]
+
+
+# --- core ----------------------------------------------------------------------------------
+
+def test_spearman_matches_scipy_with_ties_and_nan():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 4, 30).astype(float)
+    y = x + rng.normal(size=30)
+    assert F.spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    x[3] = np.nan
+    ok = np.isfinite(x)
+    assert F.spearman(x, y) == pytest.approx(spearmanr(x[ok], y[ok]).statistic, abs=1e-12)
+    assert math.isnan(F.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_nan_value_is_never_reproduced_and_table_round_trips():
+    from vitlens.findings._core import finding
+
+    row = finding("Fig X", "claim", "stat", float("nan"), "> 0", True)
+    assert not row.reproduced and "NaN" in row.note
+    ok = finding("Fig Y", "claim | with pipe", "stat", 0.123456, "> 0", True, "n")
+    df = F.findings_table([row, ok])
+    assert list(df.columns) == list(F.COLUMNS)
+    assert df["reproduced?"].tolist() == ["no", "yes"] and df["value"].iloc[1] == 0.123
+    md = F.to_markdown([row, ok])
+    assert md.count("\n") == 4 and "claim \\| with pipe" in md and "0.123 |" in md
+    assert "reproduced" in str(ok) and "not reproduced" in str(row)
+
+
+# --- Fig 1, 2 ------------------------------------------------------------------------------
+
+def _sim(m, prefix="l"):
+    names = [f"{prefix}{i}" for i in range(m.shape[0])]
+    cols = [f"c{j}" for j in range(m.shape[1])]
+    if m.shape[0] == m.shape[1]:
+        cols = names
+    return SimilarityResult(m, names, cols, {"model_a": "a", "model_b": "b"})
+
+
+def _uniform(n, off):
+    return np.full((n, n), off) + (1 - off) * np.eye(n)
+
+
+def _staged(n, stages, inside, outside):
+    s = np.repeat(np.arange(stages), n // stages)
+    m = np.where(s[:, None] == s[None, :], inside, outside).astype(float)
+    np.fill_diagonal(m, 1)
+    return m
+
+
+def _cross(n_vit, n_res):
+    # ResNet layer j matches ViT layer at relative depth 0.6 * j / (n_res - 1), top third low
+    x = np.full((n_vit, n_res), 0.2)
+    for j in range(n_res):
+        i = int(round(0.6 * j / (n_res - 1) * (n_vit - 1)))
+        x[i, j] = 0.9
+        x[max(i - 1, 0), j] = 0.7
+    return x
+
+
+def test_representation_structure_flips():
+    vit, res = _uniform(12, 0.8), _staged(12, 4, 0.8, 0.2)
+    rows = F.representation_structure(_sim(vit), _sim(res), _sim(_cross(12, 8)))
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    u = _by_figure(rows, "mean off-diagonal")
+    expected = 0.8 - (0.8 * 24 + 0.2 * 108) / 132  # ResNet: 4 stages of 3 layers
+    assert u.value == pytest.approx(expected)
+    low_high = _by_figure(rows, "lowest and highest quarter")
+    assert low_high.value == pytest.approx(0.8 - 0.2)
+    # the ViT becomes as staged as the ResNet: both Fig 1 verdicts flip
+    rows2 = F.representation_structure(_sim(res), _sim(res), _sim(_cross(12, 8)))
+    assert not _by_figure(rows2, "mean off-diagonal").reproduced
+    assert not _by_figure(rows2, "lowest and highest quarter").reproduced
+    # the best matches run downwards with ResNet depth, and the top third matches well
+    flipped = _cross(12, 8)[:, ::-1].copy()
+    flipped[-4:, :] = 0.95
+    rows3 = F.representation_structure(_sim(vit), _sim(res), _sim(flipped))
+    assert not _by_figure(rows3, "best-matching ViT layer").reproduced
+    assert not _by_figure(rows3, "top third").reproduced
+
+
+# --- Fig 3, 4, 5, C.5 ----------------------------------------------------------------------
+
+def _dist(d, model="vit"):
+    d = np.asarray(d, float)
+    return AttentionDistanceResult({"distance": d, "count": np.asarray(10.0)},
+                                   {"model": model, "blocks": list(range(len(d)))})
+
+
+def _subsets(sd, cka):
+    sd = np.asarray(sd, float)
+    return HeadSubsetResult({"cka": np.asarray(cka, float), "subset_distance": sd,
+                             "head_distance": sd, "subsets": np.arange(len(sd))[:, None]},
+                            {"vit": "v", "cnn": "r", "block": 0, "cnn_layers": ["a", "b"]})
+
+
+def test_attention_distance_flips():
+    d = np.array([[4, 12, 28], [10, 18, 26], [20, 24, 28], [25, 26, 28]], float)
+    good_sub = _subsets([4, 12, 28], [[0.6, 0.5], [0.4, 0.3], [0.2, 0.1]])
+    small = _dist(d + [[8, 0, 0]] + 0, "small")  # block 0's most local head is 8 px farther
+    rows = F.attention_distance(_dist(d), good_sub, small)
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    assert _by_figure(rows, "spread").value == pytest.approx(24 / 3)
+    assert _by_figure(rows, "min head distance").value == pytest.approx(8.0)
+    assert _by_figure(rows, "head-subset").value == pytest.approx(-1.0)
+    # distances shrink with depth; top block as mixed as the bottom; CKA rises with reach
+    rev = d[::-1]
+    bad_sub = _subsets([4, 12, 28], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    rows2 = F.attention_distance(_dist(rev), bad_sub, _dist(rev, "small"))
+    assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+# --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
+
+def _gauss(sigma, size=64, centre=(35.5, 35.5)):
+    yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    return np.exp(-((yy - centre[0]) ** 2 + (xx - centre[1]) ** 2) / (2 * sigma**2))
+
+
+def _erf(maps, layers, where):
+    return ERFResult({"erf": np.stack(maps), "count": np.asarray(4.0)},
+                     {"model": "m", "layers": layers, "where": where, "n_images": 4})
+
+
+def test_extent_and_concentration_by_hand():
+    from vitlens.findings.receptive_field import centre_box, centre_concentration, extent
+
+    box = centre_box((64, 64), 8)
+    assert box.sum() == 64 and box[32:40, 32:40].all()
+    assert extent(np.ones((64, 64))) == pytest.approx(1.0)
+    assert extent(np.ones((64, 64)), box) == pytest.approx(1.0)
+    point = np.zeros((64, 64))
+    point[10, 10] = 1
+    assert extent(point) == 0.0
+    # radius of gyration of a 2-point map, by hand: points 20 px apart -> 10 px
+    two = np.zeros((64, 64))
+    two[0, 0] = two[0, 20] = 1
+    yy, xx = np.meshgrid(np.arange(64.0), np.arange(64.0), indexing="ij")
+    uniform_rg = math.sqrt(((yy - yy.mean()) ** 2 + (xx - xx.mean()) ** 2).mean())
+    assert extent(two) == pytest.approx(10 / uniform_rg)
+    m = np.ones((64, 64))
+    m[box] = 5
+    assert centre_concentration(m, box) == pytest.approx(5.0)
+
+
+def test_receptive_fields_flip():
+    vit_layers = [f"blocks.{i}" for i in range(4)]
+    from vitlens.findings.receptive_field import centre_box
+
+    box = centre_box((64, 64), 8)
+    after = []
+    for i in range(4):
+        m = _gauss(10 + 20 * i) + 0.0
+        m[box] += 3 * m.max()  # residual-path peak
+        after.append(m)
+    before = [_gauss(10 + 20 * i) for i in range(4)]
+    vit = _erf(after + before, vit_layers * 2, ["after"] * 4 + ["before"] * 4)
+    res = _erf([_gauss(s) for s in (2, 3, 5, 8)], [f"u{i}" for i in range(4)], ["after"] * 4)
+    rows = F.receptive_fields(vit, res)
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    # ResNet fields shrink with depth, ViT stays local and has no residual peak
+    vit2 = _erf([_gauss(2)] * 8, vit_layers * 2, ["after"] * 4 + ["before"] * 4)
+    res2 = _erf([_gauss(s) for s in (8, 5, 3, 2)], [f"u{i}" for i in range(4)], ["after"] * 4)
+    rows2 = F.receptive_fields(vit2, res2)
+    assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+# --- Fig 7, 8, E.1 -------------------------------------------------------------------------
+
+def _residual(ratio_cls, ratio_spatial, blocks):
+    k = len(blocks)
+    ratio = np.stack([ratio_cls, ratio_spatial], axis=1).astype(float)
+    nan = np.full((k, 2), np.nan)
+    return ResidualResult({"ratio": ratio, "cos_branch": nan, "cos_stream": nan,
+                           "count": np.ones((k, 2))},
+                          {"model": "m", "blocks": list(blocks), "kinds": ["attn", "mlp"] * (k // 2),
+                           "num_prefix_tokens": 1})
+
+
+def _noskip_matrix(names, split):
+    n = len(names)
+    g = np.arange(n) >= split
+    m = np.where(g[:, None] == g[None, :], 0.9, 0.1)
+    np.fill_diagonal(m, 1)
+    return m
+
+
+def test_skip_connections_flip():
+    blocks = [0, 0, 1, 1, 2, 2, 3, 3]
+    vit = _residual([100, 100, 80, 80, 1, 1, 2, 2], [10, 10, 10, 10, 10, 10, 10, 10], blocks)
+    res = _residual([np.nan] * 4, [1, 1, 2, 2], [0, 0, 1, 1])
+    names = [f"blocks.{b}.{p}" for b in range(6) for p in ("attn", "mlp")]
+    noskip = skip_removal_structure(SimilarityResult(_noskip_matrix(names, 6), names, names),
+                                    noskip_block=3)
+    control = skip_removal_structure(SimilarityResult(_uniform(len(names), 0.8), names, names),
+                                     noskip_block=None)
+    rows = F.skip_connections(vit, res, noskip, control, accuracy=0.90, accuracy_noskip=0.86)
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    # geometric means: ViT spatial 10, ResNet sqrt(2) -> factor 10 / sqrt(2)
+    assert _by_figure(rows, "ViT / ResNet").value == pytest.approx(10 / math.sqrt(2))
+    assert _by_figure(rows, "first half").value == pytest.approx(
+        np.mean(np.log10([10, 10, 8, 8])))
+    assert _by_figure(rows, "percentage points").value == pytest.approx(4.0)
+    assert _by_figure(rows, "best two-group split").value == 0
+    # swap the CLS phases, bring ResNet ratios up, move the split, make removal free
+    vit2 = _residual([1, 1, 2, 2, 100, 100, 80, 80], [10] * 8, blocks)
+    res2 = _residual([np.nan] * 4, [20, 20, 40, 40], [0, 0, 1, 1])
+    noskip2 = skip_removal_structure(SimilarityResult(_noskip_matrix(names, 2), names, names),
+                                     noskip_block=3)
+    rows2 = F.skip_connections(vit2, res2, noskip2, noskip2, accuracy=0.90,
+                               accuracy_noskip=0.90)
+    assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+# --- Fig 9, 10 -----------------------------------------------------------------------------
+
+def _loc(sharp, model):
+    g = 4
+    pos = np.array([(i, j) for i in range(g) for j in range(g)])
+    maps = np.full((len(pos), g, g), 0.3)
+    for k, (i, j) in enumerate(pos):
+        maps[k, i, j] = 0.3 + sharp
+        if sharp <= 0:  # peak elsewhere: the opposite corner
+            maps[k, g - 1 - i, g - 1 - j] = 0.5
+    return LocalizationResult.from_maps(maps, pos, {"model": model, "layer": "blocks.5"})
+
+
+def test_localization_flips():
+    rows = F.localization(_loc(0.4, "cls"), _loc(-0.1, "gap"), _loc(-0.1, "resnet"))
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    assert rows[0].value == 1.0 and rows[1].value == 1.0
+    rows2 = F.localization(_loc(-0.1, "cls"), _loc(0.4, "gap"), _loc(0.4, "resnet"))
+    assert not any(r.reproduced for r in rows2)
+    assert rows2[1].value == -1.0
+
+
+# --- Fig 11, 13 ----------------------------------------------------------------------------
+
+def _probe(acc, aggs, model):
+    acc = np.asarray(acc, float)
+    return ProbeResult({"accuracy": acc, "accuracy_std": np.zeros_like(acc),
+                        "per_seed": acc[None]},
+                       {"model": model, "layers": [f"blocks.{i}" for i in range(len(acc))],
+                        "aggregations": aggs, "chance": 0.1, "shots": 10, "seeds": [0]})
+
+
+def test_linear_probes_flip():
+    aggs = ["cls", "mean", "every"]
+    cls = _probe([[0.3, 0.3, 0.2], [0.5, 0.4, 0.25], [0.8, 0.6, 0.3]], aggs, "cls")
+    gap = _probe([[0.3, 0.2], [0.5, 0.4], [0.7, 0.68]], ["mean", "every"], "gap")
+    small = _probe([[0.3, 0.2, 0.2], [0.3, 0.3, 0.2], [0.5, 0.4, 0.3]], aggs, "small")
+    rows = F.linear_probes(cls, gap, small)
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    assert _by_figure(rows, "CLS - single token").value == pytest.approx(0.5)
+    assert _by_figure(rows, "full-data").value == pytest.approx(0.1)
+    cls2 = _probe([[0.3, 0.3, 0.2], [0.5, 0.4, 0.35], [0.6, 0.7, 0.58]], aggs, "cls")
+    gap2 = _probe([[0.3, 0.2], [0.5, 0.4], [0.7, 0.4]], ["mean", "every"], "gap")
+    small2 = _probe([[0.3, 0.2, 0.2], [0.5, 0.45, 0.2], [0.5, 0.4, 0.3]], aggs, "small")
+    rows2 = F.linear_probes(cls2, gap2, small2)
+    assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+# --- Fig 12, App. G ------------------------------------------------------------------------
+
+def _blocks(cls, cka, rows):
+    cka = np.asarray(cka, float)
+    return cls({"cka": cka}, {"rows": rows, "layers": [f"blocks.{i}" for i in range(cka.shape[1])],
+                              "reference": "full"})
+
+
+def test_data_scale_and_finetuning_flip():
+    ds = _blocks(DataScaleResult, [[0.9, 0.85, 0.5, 0.3], [0.95, 0.9, 0.6, 0.5],
+                                   [0.97, 0.95, 0.8, 0.7]], ["3%", "10%", "30%"])
+    ft = _blocks(FinetuneResult, [[0.99, 0.98, 0.95, 0.9, 0.85, 0.8],
+                                  [0.95, 0.9, 0.8, 0.6, 0.5, 0.4]], ["domain 0", "domain 1"])
+    rows = F.data_scale_and_finetuning(ds, ft)
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    assert _by_figure(rows, "lower half - upper half").value == pytest.approx(0.875 - 0.4)
+    assert _by_figure(rows, "lowest 2 blocks").value == pytest.approx(0.925)
+    ds2 = _blocks(DataScaleResult, [[0.3, 0.5, 0.85, 0.9], [0.95, 0.9, 0.6, 0.5],
+                                    [0.97, 0.95, 0.8, 0.2]], ["3%", "10%", "30%"])
+    ft2 = _blocks(FinetuneResult, [[0.5, 0.5, 0.5, 0.5, 0.5, 0.5],
+                                   [0.7, 0.7, 0.9, 0.9, 0.9, 0.9]], ["domain 0", "domain 1"])
+    rows2 = F.data_scale_and_finetuning(ds2, ft2)
+    assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+# --- App. H --------------------------------------------------------------------------------
+
+def _mixer(within, vs_vit, vs_res):
+    names = [f"blocks.{i}" for i in range(within.shape[0])]
+    parts = {"within": SimilarityResult(within, names, names, {}),
+             "vs_vit": SimilarityResult(vs_vit, names, [f"v{i}" for i in range(vs_vit.shape[1])], {}),
+             "vs_resnet": SimilarityResult(vs_res, names, [f"r{i}" for i in range(vs_res.shape[1])], {})}
+    return MixerComparisonResult.from_parts(parts, {"mixer": "m", "vit": "v", "resnet": "r"})
+
+
+def test_mixer_flips():
+    names = [f"b{i}" for i in range(6)]
+    blocky = _noskip_matrix(names, 3)
+    close, far = np.full((6, 6), 0.8), np.full((6, 4), 0.4)
+    rows = F.mixer(_mixer(blocky, close, far))
+    assert all(r.reproduced for r in rows), [str(r) for r in rows]
+    assert rows[0].value == pytest.approx(0.9 - 0.1)
+    assert rows[1].value == pytest.approx(0.4)
+    rows2 = F.mixer(_mixer(_uniform(6, 0.8), far[:, :4], close))
+    assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]

@@ -1,0 +1,87 @@
+"""Verdicts for linear probes: Fig 11, 13, D.4 (notebook 06).
+
+All accuracies are few-shot linear-probe test accuracies (0-1) from
+:class:`~vitlens.analyses.ProbeResult`; "a single token" is the mean accuracy of probes fitted
+on each spatial token separately (aggregation ``"every"``), or the centre token
+(``"token"``) when ``"every"`` was not run.
+
+Thresholds, fixed before any result was seen:
+
+- Fig 11 CLS model: at the top layer, CLS minus single-token accuracy at least
+  :data:`MIN_CLS_TOKEN_GAP`.
+- Fig 11 GAP model: at the top layer, mean-pooled minus single-token accuracy at most
+  :data:`MAX_GAP_TOKEN_GAP` (tokens interchangeable with the pooled representation).
+- Fig 11 own aggregation: at the top layer of the CLS model, CLS minus mean-pooled accuracy
+  above 0.
+- Fig 13: at the middle layer, mean-pooled accuracy of the full-data model minus the
+  small-data model at least :data:`MIN_DATA_GAP`.
+"""
+
+from __future__ import annotations
+
+from ._core import Finding, finding, fmt
+
+__all__ = ["MAX_GAP_TOKEN_GAP", "MIN_CLS_TOKEN_GAP", "MIN_DATA_GAP", "linear_probes"]
+
+MIN_CLS_TOKEN_GAP = 0.10
+MAX_GAP_TOKEN_GAP = 0.05
+MIN_DATA_GAP = 0.05
+
+
+def _single_token(result, layer: str) -> float:
+    aggs = result.aggregations
+    if "every" in aggs:
+        return result.value(layer, "every")
+    if "token" in aggs:
+        return result.value(layer, "token")
+    return float("nan")
+
+
+def _value(result, layer: str, agg: str) -> float:
+    return result.value(layer, agg) if agg in result.aggregations else float("nan")
+
+
+def linear_probes(cls_probe, gap_probe=None, small_data_probe=None) -> list[Finding]:
+    """Fig 11, 13 and D.4.
+
+    Args:
+        cls_probe: :class:`~vitlens.analyses.ProbeResult` of a CLS ViT (aggregations
+            ``"cls"``, ``"mean"`` and ``"every"`` or ``"token"``), layers in depth order.
+        gap_probe: The same for a GAP ViT (``"mean"`` and ``"every"`` or ``"token"``).
+        small_data_probe: The CLS ViT trained on less data (``"mean"``), same layers.
+    """
+    top = cls_probe.layers[-1]
+    c_cls, c_tok, c_mean = (_value(cls_probe, top, "cls"), _single_token(cls_probe, top),
+                            _value(cls_probe, top, "mean"))
+    rows = [finding(
+        "Fig 11", "tokens of the CLS model stay poor: at the top, one token is far worse "
+        "than CLS", f"accuracy at {top}: CLS - single token (CLS ViT)", c_cls - c_tok,
+        f">= {MIN_CLS_TOKEN_GAP}", c_cls - c_tok >= MIN_CLS_TOKEN_GAP,
+        f"CLS {fmt(c_cls)}, single token {fmt(c_tok)}, mean {fmt(c_mean)}; chance "
+        f"{fmt(cls_probe.meta.get('chance', float('nan')), 2)}",
+        why_not="the CLS model's spatial tokens carry the class almost as well as CLS")]
+    if gap_probe is not None:
+        gtop = gap_probe.layers[-1]
+        g_tok, g_mean = _single_token(gap_probe, gtop), _value(gap_probe, gtop, "mean")
+        rows.append(finding(
+            "Fig 11, D.4", "in the GAP model every token becomes about as good as the pooled "
+            "representation at the top", f"accuracy at {gtop}: mean-pooled - single token "
+            "(GAP ViT)", g_mean - g_tok, f"<= {MAX_GAP_TOKEN_GAP}",
+            g_mean - g_tok <= MAX_GAP_TOKEN_GAP, f"mean {fmt(g_mean)}, single token {fmt(g_tok)}",
+            why_not="single tokens of the GAP model stay clearly worse than their average"))
+    rows.append(finding(
+        "Fig 11", "each model does best with its own aggregation (CLS model: CLS beats "
+        "mean pooling)", f"accuracy at {top}: CLS - mean-pooled (CLS ViT)", c_cls - c_mean,
+        "> 0", c_cls - c_mean > 0, f"CLS {fmt(c_cls)}, mean {fmt(c_mean)}",
+        why_not="mean-pooling the CLS model's tokens works as well as its CLS token"))
+    if small_data_probe is not None:
+        mid = cls_probe.layers[len(cls_probe.layers) // 2]
+        full, small = _value(cls_probe, mid, "mean"), _value(small_data_probe, mid, "mean")
+        rows.append(finding(
+            "Fig 13", "more pretraining data gives much stronger intermediate representations",
+            f"mean-pooled accuracy at {mid}: full-data - small-data ViT", full - small,
+            f">= {MIN_DATA_GAP}", full - small >= MIN_DATA_GAP,
+            f"{cls_probe.meta.get('model')} {fmt(full)}, "
+            f"{small_data_probe.meta.get('model')} {fmt(small)}",
+            why_not="the small-data model's middle layers are about as linearly separable"))
+    return rows

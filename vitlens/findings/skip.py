@@ -1,0 +1,124 @@
+"""Verdicts for the residual stream and skip connections: Fig 7, 8, E.1, E.2 (notebook 04).
+
+Thresholds, fixed before any result was seen:
+
+- Fig 7: the geometric mean over sub-blocks of ‖z‖/‖f(z)‖ (spatial tokens), ViT over
+  ResNet, at least :data:`MIN_RATIO_FACTOR`.
+- Fig 7/E.1 phase change: the mean over sub-blocks of log10(ratio of CLS / ratio of the
+  spatial tokens) is above 0 in the first half of the blocks and below 0 in the second.
+- Fig 8 split: the two-group split of the no-skip ViT's within-model CKA falls within
+  :data:`MAX_SPLIT_OFFSET` blocks of the block without skips.
+- Fig 8 contrast: that split's contrast (within minus between mean CKA) exceeds the
+  normal ViT's best split contrast by at least :data:`MIN_CONTRAST_GAIN`.
+- Fig 8 accuracy: removing the skips costs between :data:`ACCURACY_COST_PP` percentage
+  points (the paper: about 4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._core import Finding, finding, fmt, nanmean
+
+__all__ = ["ACCURACY_COST_PP", "MAX_SPLIT_OFFSET", "MIN_CONTRAST_GAIN", "MIN_RATIO_FACTOR",
+           "skip_connections"]
+
+MIN_RATIO_FACTOR = 2.0
+MAX_SPLIT_OFFSET = 1
+MIN_CONTRAST_GAIN = 0.05
+ACCURACY_COST_PP = (0.5, 15.0)
+
+
+def _log_ratio(result, group: int) -> np.ndarray:
+    r = np.asarray(result.arrays["ratio"], np.float64)[:, group]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.log10(r)
+    return np.where(np.isfinite(out), out, np.nan)
+
+
+def _phase(result) -> tuple[float, float]:
+    """Mean log10(CLS ratio / spatial ratio) over the sub-blocks of each half of the blocks."""
+    diff = _log_ratio(result, 0) - _log_ratio(result, 1)
+    blocks = np.asarray(result.meta["blocks"])
+    uniq = sorted(set(blocks.tolist()))
+    h = len(uniq) // 2
+    first, second = set(uniq[:h]), set(uniq[len(uniq) - h:])
+    a = nanmean(diff[[b in first for b in blocks]]) if h else float("nan")
+    b = nanmean(diff[[b in second for b in blocks]]) if h else float("nan")
+    return a, b
+
+
+def skip_connections(vit_residual, resnet_residual, noskip=None, control=None, *,
+                     accuracy: float | None = None,
+                     accuracy_noskip: float | None = None) -> list[Finding]:
+    """Fig 7, E.1 (and Fig 8 when the no-skip results are given).
+
+    Args:
+        vit_residual: :class:`~vitlens.analyses.ResidualResult` of a CLS ViT.
+        resnet_residual: :class:`~vitlens.analyses.ResidualResult` of a ResNet.
+        noskip: :class:`~vitlens.analyses.SkipStructureResult` of the ViT trained without
+            the skips of one block.
+        control: :class:`~vitlens.analyses.SkipStructureResult` of the normal ViT.
+        accuracy, accuracy_noskip: Test accuracies (0-1) of the normal and the no-skip ViT.
+    """
+    gv, gr = nanmean(_log_ratio(vit_residual, 1)), nanmean(_log_ratio(resnet_residual, 1))
+    factor = float(10 ** (gv - gr)) if np.isfinite(gv - gr) else float("nan")
+    rows = [finding(
+        "Fig 7", "the skip path dominates far more in ViT than in ResNet (‖z‖/‖f(z)‖ much higher)",
+        "geometric-mean ‖z‖/‖f(z)‖ over sub-blocks (spatial tokens), ViT / ResNet", factor,
+        f">= {MIN_RATIO_FACTOR}", factor >= MIN_RATIO_FACTOR,
+        f"ViT {fmt(10 ** gv, 2)}, ResNet {fmt(10 ** gr, 2)}",
+        why_not="the ViT's branches are as large, relative to the stream, as the ResNet's")]
+    first, second = _phase(vit_residual)
+    rows.append(finding(
+        "Fig 7, E.1", "first half of the blocks: the CLS token is carried by the skip path, "
+        "spatial tokens change through the branch",
+        "mean log10(ratio CLS / ratio spatial), first half of the blocks", first, "> 0",
+        first > 0, "positive: CLS ratio higher than the spatial tokens'",
+        why_not="in the lower blocks the CLS token is not more skip-dominated than the "
+                "spatial tokens"))
+    rows.append(finding(
+        "Fig 7, E.1", "second half: reversed (the branch changes CLS, spatial tokens ride the "
+        "skip path)",
+        "mean log10(ratio CLS / ratio spatial), second half of the blocks", second, "< 0",
+        second < 0, "negative: CLS ratio lower than the spatial tokens'",
+        why_not="in the upper blocks the CLS token's branch is not larger, relative to its "
+                "stream, than the spatial tokens'"))
+    if noskip is not None:
+        rows.extend(_fig8(noskip, control, accuracy, accuracy_noskip))
+    return rows
+
+
+def _fig8(noskip, control, accuracy, accuracy_noskip) -> list[Finding]:
+    target = noskip.meta.get("noskip_block")
+    split = noskip.meta.get("split_block")
+    off = abs(split - target) if split is not None and target is not None else float("nan")
+    rows = [finding(
+        "Fig 8", "without the skips of block i, within-model CKA splits into layers before "
+        "and after block i",
+        "|block of the best two-group split - block without skips|", off,
+        f"<= {MAX_SPLIT_OFFSET}", off <= MAX_SPLIT_OFFSET,
+        f"split before {noskip.meta.get('split_layer')!r}; skips removed in block {target}",
+        why_not="the strongest split of the CKA matrix is not at the block without skips")]
+    if control is not None:
+        gain = float(noskip.contrast) - float(control.contrast)
+        rows.append(finding(
+            "Fig 8", "the two groups are distinct: a much sharper split than in the normal ViT",
+            "split contrast (within - between mean CKA): no-skip ViT - normal ViT", gain,
+            f">= {MIN_CONTRAST_GAIN}", gain >= MIN_CONTRAST_GAIN,
+            f"no-skip {fmt(noskip.contrast)}, normal {fmt(control.contrast)}",
+            why_not="the normal ViT's layers split about as sharply"))
+    if accuracy is not None and accuracy_noskip is not None:
+        cost = 100 * (float(accuracy) - float(accuracy_noskip))
+    else:
+        cost = float("nan")
+    lo, hi = ACCURACY_COST_PP
+    rows.append(finding(
+        "Fig 8", "removing a middle block's skips costs some accuracy (about 4%)",
+        "test accuracy, normal - no-skip ViT (percentage points)", cost,
+        f"between {lo} and {hi}", lo <= cost <= hi,
+        f"normal {fmt(100 * accuracy, 1) if accuracy is not None else 'n/a'}%, no-skip "
+        f"{fmt(100 * accuracy_noskip, 1) if accuracy_noskip is not None else 'n/a'}%",
+        why_not="our models are shallow and trained briefly on an easy task, so one block's "
+                "skips matter less (or more) than in a 12-block ViT"))
+    return rows
