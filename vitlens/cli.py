@@ -35,6 +35,9 @@ def _add_cka(sub: argparse._SubParsersAction) -> None:
                    help="with --images samples: how many (photos, then random crops)")
     p.add_argument("--random-init", action="store_true",
                    help="timm models with random weights (no download)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="with --random-init: the seed of the random weights (the same on "
+                        "every torchrun rank)")
     p.add_argument("--weights-a", default=None, help="local weights file for model A")
     p.add_argument("--weights-b", default=None, help="local weights file for model B")
     p.add_argument("--device", default=None)
@@ -48,9 +51,13 @@ def _add_cka(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_cka)
 
 
-def _load(name: str, weights: str | None, random_init: bool):
+def _load(name: str, weights: str | None, random_init: bool, seed: int = 0):
+    import torch
+
     from .models import load_model
 
+    if random_init and weights is None:
+        torch.manual_seed(seed)  # every rank (and every run) builds the same weights
     return load_model(name, pretrained=not random_init, weights=weights)
 
 
@@ -61,10 +68,10 @@ def _run_cka(args: argparse.Namespace) -> int:
     from .figures import save_chart
 
     images = samples(args.samples) if args.images == "samples" else args.images
-    model_a = _load(args.model_a, args.weights_a, args.random_init)
+    model_a = _load(args.model_a, args.weights_a, args.random_init, args.seed)
     model_b = None
     if args.model_b is not None and args.model_b != args.model_a:
-        model_b = _load(args.model_b, args.weights_b, args.random_init)
+        model_b = _load(args.model_b, args.weights_b, args.random_init, args.seed + 1)
     result = cka(model_a, images, model_b, layers_a=_layers(args.layers_a),
                  layers_b=_layers(args.layers_b), token_mode=args.token_mode,
                  batch_size=args.batch_size, device=args.device,
