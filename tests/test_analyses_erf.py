@@ -141,3 +141,12 @@ def test_bad_requests():
     # the patch embedding's centre token sees exactly its own 8x8 patch
     nz = np.argwhere(res.erf[0] > 0)
     assert nz.min(axis=0).tolist() == [16, 16] and nz.max(axis=0).tolist() == [23, 23]
+
+
+def test_block_without_skip_before_is_its_output():
+    from vitlens.zoo.architectures import remove_skips
+
+    model = remove_skips(make_tiny("vit"), 1)
+    res = effective_receptive_field(model, torch.randn(2, 3, 32, 32), layers=["blocks.1"],
+                                    where="both", progress=False)
+    np.testing.assert_array_equal(res.map("blocks.1", "before"), res.map("blocks.1", "after"))

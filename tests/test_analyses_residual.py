@@ -144,3 +144,13 @@ def test_not_applicable_and_bad_images():
         residual_ratio(make_tiny("convnext"), torch.randn(2, 3, 32, 32), progress=False)
     with pytest.raises(ValueError, match="n_images"):
         residual_ratio(make_tiny("vit"), torch.randn(2, 3, 32, 32), n_images=0, progress=False)
+
+
+def test_block_without_skip_is_nan():
+    from vitlens.zoo.architectures import remove_skips
+
+    model = remove_skips(make_tiny("vit"), 0)
+    res = residual_ratio(model, torch.randn(2, 3, 32, 32), progress=False)
+    assert res.meta["skip"] == [False, False, True, True]
+    assert np.all(np.isnan(res.ratio[:2])) and np.all(np.isnan(res.arrays["ratio_tokens"][:2]))
+    assert np.all(np.isfinite(res.ratio[2:]))

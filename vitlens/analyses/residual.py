@@ -12,7 +12,8 @@ every unit) and each token, this measures
 A "token" is a ViT/Mixer token (norms over channels), or, for a ResNet, one spatial position
 of the feature map (norms over channels at that position, as for ResNet "tokens" in the
 paper's localization analysis). Per-token values are averaged over images; prefix (CLS)
-tokens and spatial tokens are reported separately. Cosines are NaN where a norm is zero.
+tokens and spatial tokens are reported separately. Cosines are NaN where a norm is zero, and
+every statistic is NaN for a block without a skip path (the zoo's ``NoSkipBlock``).
 """
 
 from __future__ import annotations
@@ -259,6 +260,10 @@ def _result(state: SumState, subs: list[SubBlock], npt: int, run, family: str) -
             count[k, 1] = c
             for s in STATS:
                 arrays[s][k, 1] = float(state.numpy(f"{s}.{k}.spatial")) / c
+    for k, sub in enumerate(subs):  # no skip path: nothing to compare the branch with
+        if not sub.skip:
+            for key in [s for s in arrays if s.split("_tokens")[0] in STATS]:
+                arrays[key][k] = np.nan
     arrays["count"] = count
     meta = {"model": run.labels[0], "family": family, "sub_blocks": [s.name for s in subs],
             "kinds": [s.kind for s in subs], "blocks": [s.block for s in subs],
