@@ -1,0 +1,88 @@
+"""`vitlens reproduce --quick` end to end on the offline zoo: every figure, result and table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vitlens import load_result
+from vitlens.cli import main
+from vitlens.reproduce import GROUPS
+
+# Every figure the notebooks reproduce, by notebook (PNG and SVG each).
+EXPECTED_FIGURES = {
+    "01_representation_structure": ["fig1_cka_within_vit", "fig1_cka_within_resnet",
+                                    "fig2_cka_vit_vs_resnet"],
+    "02_attention_distance": ["fig3_attention_distance", "fig4_attention_distance_by_block",
+                              "fig5_head_subsets_vs_resnet",
+                              "figC5_attention_distance_small_data"],
+    "03_receptive_fields": ["fig6_c4_erf_vit", "fig6_erf_resnet"],
+    "04_skip_connections": ["fig7_residual_ratio_vit", "fig7_residual_ratio_resnet",
+                            "figE1_residual_ratio_tokens", "figE2_cosine_vit", "fig8_cka_noskip",
+                            "fig8_cka_normal"],
+    "05_localization": ["fig9_localization_vit_cls", "fig10_localization_vit_gap",
+                        "figD3_localization_resnet"],
+    "06_linear_probes": ["fig11_probes_vit_cls", "fig11_probes_vit_gap",
+                         "figD4_token_probes_vit_cls", "figD4_token_probes_vit_gap",
+                         "fig13_probes_by_data"],
+    "07_data_scale_and_finetuning": ["fig12_data_scale", "figG1_finetuning"],
+    "08_mlp_mixer": ["figH_mixer"],
+}
+# The figure labels of the findings rows of each notebook, in order.
+EXPECTED_ROWS = {
+    "01_representation_structure": ["Fig 1", "Fig 1", "Fig 2, B.1", "Fig 2, B.1"],
+    "02_attention_distance": ["Fig 3, 4", "Fig 3", "Fig 5", "C.5"],
+    "03_receptive_fields": ["Fig 6, C.1", "Fig 6, C.2", "Fig 6, C.2", "Fig 6, C.4"],
+    "04_skip_connections": ["Fig 7", "Fig 7, E.1", "Fig 7, E.1", "Fig 8", "Fig 8", "Fig 8"],
+    "05_localization": ["Fig 9, D.1", "Fig 10, D.2", "Fig 10, D.3"],
+    "06_linear_probes": ["Fig 11", "Fig 11, D.4", "Fig 11", "Fig 13"],
+    "07_data_scale_and_finetuning": ["Fig 12", "Fig 12", "App. G", "App. G"],
+    "08_mlp_mixer": ["App. H", "App. H"],
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    assert main(["reproduce", "--out", str(out), "--quick", "--no-progress"]) == 0
+    return out
+
+
+def test_groups_follow_the_notebooks():
+    assert [nb for nb, _ in GROUPS] == list(EXPECTED_FIGURES)
+
+
+def test_every_figure_is_written_as_png_and_svg(quick_run):
+    for stems in EXPECTED_FIGURES.values():
+        for stem in stems:
+            png = quick_run / "figures" / f"{stem}.png"
+            svg = quick_run / "figures" / f"{stem}.svg"
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+            assert svg.read_text().lstrip().startswith("<svg"), svg
+    written = {p.stem for p in (quick_run / "figures").glob("*.png")}
+    assert written == {s for stems in EXPECTED_FIGURES.values() for s in stems}
+
+
+def test_findings_table_has_the_expected_rows(quick_run):
+    rows = json.loads((quick_run / "findings.json").read_text())
+    got: dict[str, list[str]] = {}
+    for r in rows:
+        got.setdefault(r["notebook"], []).append(r["figure"])
+        assert isinstance(r["reproduced"], bool) and r["rule"] and r["statistic"]
+    assert got == EXPECTED_ROWS
+    md = (quick_run / "FINDINGS.md").read_text()
+    n_ok = sum(r["reproduced"] for r in rows)
+    assert f"**{n_ok} of {len(rows)} findings reproduced.**" in md
+    for nb in EXPECTED_ROWS:
+        assert f"`notebooks/{nb}.ipynb`" in md
+    assert md.count("| figure | paper finding |") == len(EXPECTED_ROWS)
+    assert "quick mode" in md
+
+
+def test_results_load_back(quick_run):
+    files = sorted((quick_run / "results").rglob("*.npz"))
+    assert {f.parent.name for f in files} == set(EXPECTED_ROWS)
+    vit = load_result(quick_run / "results" / "01_representation_structure" / "cka_vit.npz")
+    assert vit.matrix.shape[0] == vit.matrix.shape[1] == len(vit.layers_a) > 30
+    assert vit.meta["n_images"] == 32

@@ -1,0 +1,135 @@
+"""``vitlens reproduce``: every analysis of the paper on the offline zoo, in notebook order.
+
+    vitlens reproduce --out DIR [--quick] [--no-progress]
+
+writes, under ``DIR``:
+
+- ``results/<notebook>/<name>.npz``: every result object (``vitlens.load_result`` reads them);
+- ``figures/<stem>.png`` and ``.svg``: every figure, through vl-convert (no browser);
+- ``findings.json`` and ``FINDINGS.md``: the measured verdicts of
+  :mod:`vitlens.findings`, one table per notebook.
+
+The notebooks in ``notebooks/`` run the same calls with the same :class:`Settings`
+(:data:`FULL`); ``quick=True`` uses :data:`QUICK` (fewer images) for a smoke run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .config import (
+    FULL,
+    PRETRAINED_MODELS,
+    QUICK,
+    ROLES,
+    ZOO_MODELS,
+    Settings,
+    models,
+    patch_size,
+    probe_images,
+    test_images,
+)
+from .groups import GROUPS, Group, data_probe_chart, top_layer
+from .markdown import findings_markdown
+
+__all__ = ["FULL", "GROUPS", "PRETRAINED_MODELS", "QUICK", "ROLES", "ZOO_MODELS", "Group",
+           "Settings", "data_probe_chart", "findings_markdown", "models", "patch_size",
+           "probe_images", "reproduce", "run_groups", "test_images", "top_layer",
+           "write_outputs"]
+
+
+def run_groups(model_names: Mapping[str, Any] | None = None, settings: Settings = FULL, *,
+               only: list[str] | None = None, progress: bool = True) -> list[Group]:
+    """Run the analyses of every notebook (or those named in ``only``), in notebook order.
+
+    Args:
+        model_names: Models by role (default: the offline zoo, :func:`models`).
+        settings: Image counts and batch size.
+        only: Notebook names (e.g. ``["01_representation_structure"]``) to run.
+        progress: One progress bar over the groups.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    M = dict(model_names) if model_names is not None else models("zoo")
+    chosen = [(nb, fn) for nb, fn in GROUPS if only is None or nb in only]
+    unknown = sorted(set(only or []) - {nb for nb, _ in GROUPS})
+    if unknown:
+        msg = f"unknown notebook groups {unknown}; choose from {[nb for nb, _ in GROUPS]}"
+        raise ValueError(msg)
+    out = []
+    with tqdm(total=len(chosen), disable=not progress, unit="group", desc="reproduce") as bar:
+        for nb, fn in chosen:
+            bar.set_postfix_str(nb)
+            torch.manual_seed(0)
+            out.append(fn(M, settings))
+            bar.update(1)
+    return out
+
+
+def write_outputs(groups: list[Group], out: str | os.PathLike, *, settings: Settings = FULL,
+                  progress: bool = True, quick: bool = False,
+                  elapsed: float | None = None) -> Path:
+    """Save every result (.npz), figure (PNG and SVG), ``findings.json`` and ``FINDINGS.md``.
+
+    Returns:
+        The path of ``FINDINGS.md``.
+    """
+    import altair as alt
+    from tqdm.auto import tqdm
+
+    from ..figures import save_chart
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, list[str]] = {}
+    total = sum(len(g.charts) for g in groups)
+    with tqdm(total=total, disable=not progress, unit="fig", desc="figures") as bar, \
+            alt.data_transformers.disable_max_rows():  # the ERF maps have many cells
+        for g in groups:
+            for name, result in g.results.items():
+                result.save(out / "results" / g.notebook / f"{name}.npz")
+            figures[g.notebook] = []
+            for stem, chart in g.charts.items():
+                save_chart(chart, out / "figures" / stem)
+                figures[g.notebook].append(stem)
+                bar.update(1)
+    rows = [dict(r.to_dict(), notebook=g.notebook) for g in groups for r in g.findings]
+    (out / "findings.json").write_text(json.dumps(rows, indent=1) + "\n")
+    path = out / "FINDINGS.md"
+    path.write_text(findings_markdown(groups, settings=settings, figures=figures, quick=quick,
+                                      elapsed=elapsed))
+    return path
+
+
+def reproduce(out: str | os.PathLike, *, quick: bool = False, progress: bool = True,
+              model_names: Mapping[str, Any] | None = None) -> Path:
+    """Run every analysis on the offline zoo and write results, figures and FINDINGS.md.
+
+    Args:
+        out: Output folder (created if needed).
+        quick: Fewer images (:data:`QUICK`), for a smoke run; the verdicts are then noisier.
+        progress: Show progress bars.
+        model_names: Models by role, to override the zoo (see :func:`models`).
+
+    Returns:
+        The path of ``FINDINGS.md``.
+    """
+    from .. import distributed
+
+    settings = QUICK if quick else FULL
+    start = time.perf_counter()
+    groups = run_groups(model_names, settings, progress=progress)
+    if not distributed.is_main():  # under torchrun, rank 0 writes
+        return Path(out) / "FINDINGS.md"
+    path = write_outputs(groups, out, settings=settings, progress=progress, quick=quick,
+                         elapsed=time.perf_counter() - start)
+    n_ok = sum(r.reproduced for g in groups for r in g.findings)
+    n_all = sum(len(g.findings) for g in groups)
+    print(f"{n_ok} of {n_all} findings reproduced; wrote {path}")
+    return path

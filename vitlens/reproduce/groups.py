@@ -1,0 +1,220 @@
+"""The analyses of each notebook, as the notebooks run them (same calls, same settings).
+
+Each ``run_*`` function takes the models by role (:func:`vitlens.reproduce.models`) and the
+:class:`~vitlens.reproduce.Settings`, and returns a :class:`Group`: its result objects, its
+figures (Altair charts, by file stem) and its findings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import findings as F
+from .config import Settings, patch_size, probe_images, test_images
+
+__all__ = ["GROUPS", "Group"]
+
+
+@dataclass
+class Group:
+    """The output of one notebook's analyses."""
+
+    notebook: str
+    title: str
+    figures: str
+    results: dict[str, Any] = field(default_factory=dict)
+    charts: dict[str, Any] = field(default_factory=dict)
+    findings: list[F.Finding] = field(default_factory=list)
+
+
+def run_representation(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..api import cka
+
+    g = Group("01_representation_structure", "Representation structure", "Fig 1, 2, B.1")
+    images = test_images(s.n_images)
+    kw = dict(batch_size=s.batch_size, progress=False)
+    vit = cka(M["vit"], images, layers_a="all", **kw)
+    resnet = cka(M["resnet"], images, layers_a="all", **kw)
+    cross = cka(M["vit"], images, M["resnet"], layers_a="all", layers_b="all", **kw)
+    g.results = {"cka_vit": vit, "cka_resnet": resnet, "cka_vit_resnet": cross}
+    g.charts = {"fig1_cka_within_vit": vit.chart(title="Fig 1: CKA within the ViT"),
+                "fig1_cka_within_resnet": resnet.chart(title="Fig 1: CKA within the ResNet"),
+                "fig2_cka_vit_vs_resnet": cross.chart(title="Fig 2: ViT vs ResNet")}
+    g.findings = F.representation_structure(vit, resnet, cross)
+    return g
+
+
+def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import attention_distance, head_subset_cka
+
+    g = Group("02_attention_distance", "Mean attention distance", "Fig 3, 4, 5, C.5")
+    images = test_images(s.n_images)
+    kw = dict(batch_size=s.batch_size, progress=False)
+    dist = attention_distance(M["vit"], images, **kw)
+    small = attention_distance(M["vit_small_data"], images, **kw)
+    subsets = head_subset_cka(M["vit"], M["resnet"], images, block=0, head_distances=dist,
+                              subset_size=1, **kw)
+    g.results = {"distance_vit": dist, "distance_vit_small_data": small,
+                 "head_subsets": subsets}
+    g.charts = {"fig3_attention_distance": dist.chart(kind="sorted"),
+                "fig4_attention_distance_by_block": dist.chart(kind="blocks"),
+                "fig5_head_subsets_vs_resnet": subsets.chart(),
+                "figC5_attention_distance_small_data": small.chart(kind="sorted")}
+    g.findings = F.attention_distance(dist, subsets, small)
+    return g
+
+
+def run_receptive_fields(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import effective_receptive_field
+
+    g = Group("03_receptive_fields", "Effective receptive fields", "Fig 6, C.1-C.4")
+    images = test_images(max(s.erf_images, 1))
+    kw = dict(n_images=s.erf_images, batch_size=min(s.batch_size, 16), progress=False)
+    vit = effective_receptive_field(M["vit"], images, where="both", **kw)
+    resnet = effective_receptive_field(M["resnet"], images, where="after", **kw)
+    g.results = {"erf_vit": vit, "erf_resnet": resnet}
+    g.charts = {"fig6_c4_erf_vit": vit.chart(max_side=16, size=80),
+                "fig6_erf_resnet": resnet.chart(max_side=16, size=80)}
+    g.findings = F.receptive_fields(vit, resnet, patch_size=patch_size(M["vit"]))
+    return g
+
+
+def _accuracy(name: Any) -> float | None:
+    from .. import zoo
+
+    if not isinstance(name, str) or not name.startswith("vitlens/"):
+        return None
+    try:
+        return float(zoo.card(name)["test_accuracy"])
+    except (FileNotFoundError, KeyError):
+        return None
+
+
+def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import residual_ratio, skip_removal_structure
+    from ..api import cka
+
+    g = Group("04_skip_connections", "Residual stream and skip connections",
+              "Fig 7, 8, E.1, E.2")
+    images = test_images(s.n_images)
+    kw = dict(batch_size=s.batch_size, progress=False)
+    vit = residual_ratio(M["vit"], images, **kw)
+    resnet = residual_ratio(M["resnet"], images, **kw)
+    noskip = skip_removal_structure(M["vit_noskip"], images, layers="all", **kw)
+    normal = skip_removal_structure(cka(M["vit"], images, layers_a="all", **kw))
+    g.results = {"residual_vit": vit, "residual_resnet": resnet, "cka_noskip": noskip,
+                 "cka_normal": normal}
+    g.charts = {"fig7_residual_ratio_vit": vit.chart(kind="ratio"),
+                "fig7_residual_ratio_resnet": resnet.chart(kind="ratio"),
+                "figE1_residual_ratio_tokens": vit.chart(kind="tokens"),
+                "figE2_cosine_vit": vit.chart(kind="cosine"),
+                "fig8_cka_noskip": noskip.chart(),
+                "fig8_cka_normal": normal.chart()}
+    g.findings = F.skip_connections(vit, resnet, noskip, normal,
+                                    accuracy=_accuracy(M["vit"]),
+                                    accuracy_noskip=_accuracy(M["vit_noskip"]))
+    return g
+
+
+def top_layer(model: Any) -> str:
+    """The last block (or unit) of a model: the paper's "high layer"."""
+    from ..models import layer_catalog, load_model
+
+    return layer_catalog(load_model(model) if isinstance(model, str) else model).select("blocks")[-1]
+
+
+def run_localization(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import localization
+
+    g = Group("05_localization", "Spatial localization", "Fig 9, 10, D.1-D.3")
+    images = test_images(s.n_images)
+    kw = dict(batch_size=s.batch_size, progress=False)
+    res = {role: localization(M[role], images, layer=top_layer(M[role]), **kw)
+           for role in ("vit", "vit_gap", "resnet")}
+    g.results = {f"localization_{k}": v for k, v in res.items()}
+    g.charts = {"fig9_localization_vit_cls": res["vit"].chart(),
+                "fig10_localization_vit_gap": res["vit_gap"].chart(),
+                "figD3_localization_resnet": res["resnet"].chart()}
+    g.findings = F.localization(res["vit"], res["vit_gap"], res["resnet"])
+    return g
+
+
+def run_probes(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import linear_probe
+
+    g = Group("06_linear_probes", "Linear probes", "Fig 11, 13, D.4")
+    train, test = probe_images(s.probe_train, s.probe_test)
+    kw = dict(shots=s.shots, seeds=s.seeds, batch_size=s.batch_size, progress=False)
+    cls = linear_probe(M["vit"], train, None, test, None,
+                       aggregations=("cls", "mean", "every"), **kw)
+    gap = linear_probe(M["vit_gap"], train, None, test, None, aggregations=("mean", "every"), **kw)
+    small = linear_probe(M["vit_small_data"], train, None, test, None, aggregations=("mean",), **kw)
+    g.results = {"probes_vit": cls, "probes_vit_gap": gap, "probes_vit_small_data": small}
+    g.charts = {"fig11_probes_vit_cls": cls.chart(), "fig11_probes_vit_gap": gap.chart(),
+                "figD4_token_probes_vit_cls": cls.map_chart(columns=6, size=70),
+                "figD4_token_probes_vit_gap": gap.map_chart(columns=6, size=70),
+                "fig13_probes_by_data": data_probe_chart({"100% data": cls, "3% data": small})}
+    g.findings = F.linear_probes(cls, gap, small)
+    return g
+
+
+def data_probe_chart(probes: Mapping[str, Any], aggregation: str = "mean"):
+    """Fig 13: probe accuracy by layer for several models (one line each)."""
+    import altair as alt
+    import pandas as pd
+
+    df = pd.concat([p.to_dataframe().assign(model=label) for label, p in probes.items()])
+    df = df[df.aggregation == aggregation]
+    first = next(iter(probes.values()))
+    return alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X("layer:N", sort=first.layers, title="layer"),
+        y=alt.Y("accuracy:Q", title=f"{first.meta['shots']}-shot accuracy ({aggregation})",
+                scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("model:N", sort=list(probes), title=None),
+    ).properties(width=320, height=220, title="Fig 13: linear probes by pretraining data")
+
+
+def run_scale(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import data_scale, finetune_similarity
+
+    g = Group("07_data_scale_and_finetuning", "Dataset scale and fine-tuning", "Fig 12, App. G")
+    images = test_images(s.n_images)
+    kw = dict(batch_size=s.batch_size, progress=False)
+    scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"]},
+                       M["vit"], images, **kw)
+    domains = {"domain 0 (pretraining style)": images,
+               "domain 1 (fine-tuning style)": test_images(s.n_images, domain=1)}
+    ft = finetune_similarity(M["vit"], M["vit_ft"], domains, **kw)
+    g.results = {"data_scale": scale, "finetune": ft}
+    g.charts = {"fig12_data_scale": scale.chart(title="Fig 12: per-block CKA with the 100% model"),
+                "figG1_finetuning": ft.chart(title="App. G: CKA before vs after fine-tuning")}
+    g.findings = F.data_scale_and_finetuning(scale, ft)
+    return g
+
+
+def run_mixer(M: Mapping[str, Any], s: Settings) -> Group:
+    from ..analyses import mixer_comparison
+
+    g = Group("08_mlp_mixer", "MLP-Mixer", "App. H")
+    images = test_images(s.n_images)
+    comp = mixer_comparison(M["mixer"], M["vit"], M["resnet"], images, layers="all",
+                            batch_size=s.batch_size, progress=False)
+    g.results = {"mixer_comparison": comp}
+    g.charts = {"figH_mixer": comp.chart(size=200)}
+    g.findings = F.mixer(comp)
+    return g
+
+
+#: The groups in notebook order.
+GROUPS: list[tuple[str, Callable[[Mapping[str, Any], Settings], Group]]] = [
+    ("01_representation_structure", run_representation),
+    ("02_attention_distance", run_attention),
+    ("03_receptive_fields", run_receptive_fields),
+    ("04_skip_connections", run_skip_connections),
+    ("05_localization", run_localization),
+    ("06_linear_probes", run_probes),
+    ("07_data_scale_and_finetuning", run_scale),
+    ("08_mlp_mixer", run_mixer),
+]
