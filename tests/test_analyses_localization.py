@@ -127,3 +127,33 @@ def test_roundtrip_dataframe_and_chart(tmp_path):
     with pytest.raises(ValueError, match="not in this result"):
         localization(vit, _pixels(12), layer="blocks.1", positions=[(1, 1)],
                      progress=False).chart(positions=[(2, 2)])
+
+
+def test_stacked_accumulator_matches_weighted_numpy_minibatch_cka():
+    from vitlens.analyses._b_tokencka import StackedCKA
+
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(3, 23, 5)) + 100.0  # large offsets: centring must handle them
+    b = rng.normal(size=(2, 23, 4))
+    b[1] = a[0, :, :4] * 2 + rng.normal(size=(23, 4)) * 0.1  # a related pair
+    acc = StackedCKA(["a0", "a1", "a2"], ["b0", "b1"])
+    cuts = [(0, 9), (9, 23)]  # uneven batches are weighted by their size
+    for s, e in cuts:
+        acc.update(torch.from_numpy(a[:, s:e]).float(), torch.from_numpy(b[:, s:e]))
+    got = acc.engine().compute().numpy()
+    want = np.zeros((3, 2))
+    for i in range(3):
+        for j in range(2):
+            kl = kk = ll = 0.0
+            for s, e in cuts:
+                X, Y = a[i, s:e] - 100.0, b[j, s:e]
+                K, L = X @ X.T, Y @ Y.T
+                w = e - s
+                kl, kk, ll = kl + w * _hsic1(K, L), kk + w * _hsic1(K, K), ll + w * _hsic1(L, L)
+            want[i, j] = kl / np.sqrt(kk * ll)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert got[0, 1] > 0.7  # b1 holds 4 of the 5 dimensions of a0
+    const = StackedCKA(["c"], ["b0"])
+    const.update(torch.ones(1, 8, 3), torch.from_numpy(b[:1, :8]))
+    with pytest.warns(RuntimeWarning, match="constant"):
+        assert np.isnan(const.engine().compute().numpy()).all()

@@ -152,10 +152,11 @@ class ProbeResult(Result):
         import altair as alt
 
         df = self.token_map_dataframe()
-        heat = alt.Chart(df).mark_rect().encode(
-            x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
-            color=alt.Color("accuracy:Q", scale=alt.Scale(scheme=scheme, domain=[0, 1])),
-            tooltip=["layer:N", "row:O", "col:O", alt.Tooltip("accuracy:Q", format=".3f")],
-        ).properties(width=size, height=size)
-        return heat.facet(facet=alt.Facet("layer:N", sort=self.layers), columns=columns,
-                          ).properties(title=f"Per-token probe accuracy: {self.meta.get('model')}")
+        with alt.data_transformers.disable_max_rows():
+            heat = alt.Chart(df).mark_rect().encode(
+                x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
+                color=alt.Color("accuracy:Q", scale=alt.Scale(scheme=scheme, domain=[0, 1])),
+                tooltip=["layer:N", "row:O", "col:O", alt.Tooltip("accuracy:Q", format=".3f")],
+            ).properties(width=size, height=size)
+            return heat.facet(facet=alt.Facet("layer:N", sort=self.layers), columns=columns,
+                              ).properties(title=f"Per-token probe accuracy: {self.meta.get('model')}")

@@ -20,6 +20,7 @@ from ..errors import NotApplicableError
 from ..models.layers import layer_catalog
 from ..results import Result
 from ._b_common import ESTIMATOR, feature_batches, images_and_count, load
+from ._b_tokencka import StackedCKA
 
 __all__ = ["LocalizationResult", "input_patches", "localization"]
 
@@ -72,10 +73,12 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
 
     A ViT "token" is a spatial token (prefix tokens excluded); for a CNN it is all channels
     at one location of the feature map, and the input is cut into as many cells as the
-    map has locations. Uses minibatch CKA (unbiased HSIC, float64): the features of every
-    position p form the row list and the patches of every q the column list, so all
-    P x Q pairs come out of one accumulator. The cost grows with P x Q: on large feature
-    maps (a CNN's first stage at 224 px has 56 x 56 positions) pass a few ``positions``.
+    map has locations. Uses minibatch CKA (unbiased HSIC, float64): the token features of
+    every position p are the row sets and the patches of every q the column sets; each
+    batch's U-centred Grams of all of them come from batched products and every P x Q pair
+    from one matrix product, accumulated as :class:`vitlens.similarity.MinibatchCKA` sums
+    (``meta`` notes the estimator). The cost grows with P x Q: on very large feature maps
+    (a CNN's first stage at 224 px has 56 x 56 positions) pass a few ``positions``.
 
     Args:
         model: A timm name, ``"vitlens/<zoo name>"`` or a module.
@@ -95,8 +98,6 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
         ValueError: the layer's grid does not divide the input, or positions are off-grid.
         ImageError: fewer than 4 images.
     """
-    from ..similarity import MinibatchCKA
-
     dev = resolve_device(device)
     mod = load(model, dev)
     point = layer_catalog(mod)[layer]
@@ -105,7 +106,7 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
                "localize; pick a token or feature-map layer")
         raise NotApplicableError(msg)
     src, n = images_and_count(images, n_images, what="localization")
-    engine = grid = pos = None
+    acc = grid = pos = None
     for _, x, feats in feature_batches(mod, src, n, [layer], token_mode="spatial",
                                        batch_size=batch_size, device=dev, progress=progress,
                                        desc=f"localization {layer}"):
@@ -114,11 +115,13 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
             grid = (int(tok.shape[1]), int(tok.shape[2]))
             pos = _positions(positions, grid)
             names_b = [f"patch {i},{j}" for i in range(grid[0]) for j in range(grid[1])]
-            engine = MinibatchCKA([f"token {i},{j}" for i, j in pos], names_b, device=dev)
+            acc = StackedCKA([f"token {i},{j}" for i, j in pos], names_b, device=dev)
         patches = input_patches(x, grid)  # (b, gh, gw, D)
-        fa = [tok[:, i, j].contiguous() for i, j in pos]
-        fb = [patches[:, i, j].contiguous() for i in range(grid[0]) for j in range(grid[1])]
-        engine.update(fa, fb)
+        rows = torch.as_tensor(pos, device=tok.device)
+        fa = tok[:, rows[:, 0], rows[:, 1]].transpose(0, 1)  # (P, b, C)
+        fb = patches.flatten(1, 2).transpose(0, 1)  # (Q, b, D)
+        acc.update(fa, fb)
+    engine = acc.engine()
     maps = engine.compute().detach().cpu().double().numpy().reshape(len(pos), *grid)
     meta = {"model": model_label(model), "layer": layer, "grid": list(grid), "n_images": n,
             "batch_size": batch_size, "estimator": ESTIMATOR,
@@ -250,19 +253,20 @@ class LocalizationResult(Result):
         order = [f"token ({r}, {c})" for r, c in chosen]
         x = alt.X("patch_col:O", title="patch column", axis=alt.Axis(labels=False, ticks=False))
         y = alt.Y("patch_row:O", title="patch row", axis=alt.Axis(labels=False, ticks=False))
-        base = alt.Chart(sel).encode(x=x, y=y)
-        heat = base.mark_rect().encode(
-            color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
-            tooltip=["token:N", "patch_row:O", "patch_col:O", alt.Tooltip("cka:Q", format=".3f")])
-        own = base.transform_filter(alt.datum.own).mark_rect(
-            fill=None, stroke="red", strokeWidth=2)
         s = self.summary
         title = (f"{self.meta.get('model', '')} {self.meta.get('layer', '')}: peak at own "
                  f"patch {s['peak_at_own_rate']:.0%} of interior tokens")
-        return alt.layer(heat, own).properties(width=size, height=size).facet(
-            facet=alt.Facet("token:N", sort=order, title=None), columns=columns,
-        ).properties(title=title)
-
+        with alt.data_transformers.disable_max_rows():
+            base = alt.Chart(sel).encode(x=x, y=y)
+            heat = base.mark_rect().encode(
+                color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
+                tooltip=["token:N", "patch_row:O", "patch_col:O",
+                         alt.Tooltip("cka:Q", format=".3f")])
+            own = base.transform_filter(alt.datum.own).mark_rect(
+                fill=None, stroke="red", strokeWidth=2)
+            return alt.layer(heat, own).properties(width=size, height=size).facet(
+                facet=alt.Facet("token:N", sort=order, title=None), columns=columns,
+            ).properties(title=title)
 
 def _spread(positions: np.ndarray, grid: tuple[int, int]) -> list[tuple[int, int]]:
     """Up to 9 held positions, spread evenly over the grid."""
