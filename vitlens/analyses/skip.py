@@ -156,11 +156,15 @@ class SkipStructureResult(SimilarityResult):
 
         heat = super().chart(title=title, size=size, scheme=scheme)
         at = self.meta["split_layer"]
-        lines = alt.Chart({"values": [{"layer": at}]})
-        vline = lines.mark_rule(color="white", strokeWidth=2).encode(
-            x=alt.X("layer:N", sort=self.layers_b, bandPosition=0))
-        hline = lines.mark_rule(color="white", strokeWidth=2).encode(
-            y=alt.Y("layer:N", sort=list(reversed(self.layers_a)), bandPosition=1))
-        t = title or (f"CKA: {self.meta.get('model_a')} (skips removed in block "
-                      f"{self.meta.get('noskip_block')}); split before {at}")
+        lines = alt.Chart({"values": [{"layer_a": at, "layer_b": at}]})
+        # the same fields, sorts and explicit domains as the heatmap keep network order
+        x = alt.X("layer_b:N", sort=self.layers_b, bandPosition=0,
+                  scale=alt.Scale(domain=self.layers_b))
+        y = alt.Y("layer_a:N", sort=list(reversed(self.layers_a)), bandPosition=1,
+                  scale=alt.Scale(domain=list(reversed(self.layers_a))))
+        vline = lines.mark_rule(color="white", strokeWidth=2).encode(x=x)
+        hline = lines.mark_rule(color="white", strokeWidth=2).encode(y=y)
+        nb = self.meta.get("noskip_block")
+        removed = f" (skips removed in block {nb})" if nb is not None else ""
+        t = title or f"CKA: {self.meta.get('model_a')}{removed}; split before {at}"
         return alt.layer(heat, vline, hline).properties(title=t)
