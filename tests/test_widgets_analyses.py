@@ -180,3 +180,31 @@ def test_residual_cnn_and_missing_branch_kind():
     ex.kind.value = "unit"
     assert ex.message.text == "" and ex.heatmap.shape == (1, 4)
     assert repr(ex) == "ResidualExplorer(resnet18, stat='ratio', branches='unit', matrix=1×4)"
+
+
+# ----- precomputed results show at once -----
+def test_localization_and_residual_from_precomputed_results():
+    from vitlens.analyses.localization import LocalizationResult
+    from vitlens.analyses.residual import ResidualResult
+
+    maps = np.random.default_rng(7).random((9, 3, 3))
+    pos = np.array([(r, c) for r in range(3) for c in range(3)])
+    loc = LocalizationResult.from_maps(maps, pos, {"model": "m", "layer": "blocks.5",
+                                                   "n_images": 100})
+    ex = LocalizationExplorer("not-loaded-model", results=[loc])
+    assert ex.message.text == "" and ex.layers.disabled
+    ex.view.set_state({"clicked": [2, 0]})
+    np.testing.assert_allclose(ex.view.current_map(), maps[6], atol=1e-7)
+    assert repr(ex) == ("LocalizationExplorer(not-loaded-model, layer='blocks.5', n_layers=1, "
+                        "n_images=100)")
+
+    ratio_tokens = np.array([[10.0, 2.0, 4.0, 8.0, 1.0], [100.0, 1.0, 1.0, 1.0, 1.0]])
+    arrays = {"ratio": np.zeros((2, 2)), "cos_branch": np.zeros((2, 2)),
+              "cos_stream": np.zeros((2, 2)), "count": np.ones((2, 2)),
+              "ratio_tokens": ratio_tokens, "cos_branch_tokens": np.zeros((2, 5)),
+              "cos_stream_tokens": np.zeros((2, 5))}
+    meta = {"model": "m", "sub_blocks": ["blocks.0.attn", "blocks.0.mlp"],
+            "kinds": ["attn", "mlp"], "blocks": [0, 0], "num_prefix_tokens": 1, "n_images": 4}
+    res = ResidualExplorer("not-loaded-model", result=ResidualResult(arrays, meta))
+    assert res.heatmap.row_labels == ["CLS", "(0,0)", "(0,1)", "(1,0)", "(1,1)"]
+    np.testing.assert_allclose(res.heatmap.matrix, np.log10(ratio_tokens).T, atol=1e-6)

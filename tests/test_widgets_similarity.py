@@ -162,7 +162,7 @@ def test_built_from_a_precomputed_result_shows_it_instantly(tmp_path):
     assert ex.heatmap.row_title == "vitlens/vit-cls layers"
     assert ex.n_images.value == 512 and ex.progress.value == ex.progress.max == 4
     assert repr(ex) == ("SimilarityExplorer(vitlens/vit-cls vs vitlens/resnet, samples, "
-                        "n_images=512, token_mode='flatten', matrix=2×3)")
+                        "n_images=512, layers='blocks'/'blocks', token_mode='flatten')")
     ex.heatmap.set_state({"selected": [1, 1]})
     assert "0.9000" in ex.details.value
     ex.run()  # same settings: served from the cache, no model is loaded

@@ -10,9 +10,12 @@ import numpy as np
 import traitlets as T
 from torch import nn
 
-from ._base import LRUCache, MessageArea, error_text, model_key
+from ._base import LRUCache, MessageArea, model_key
 from ._sources import ModelChoices, display_image, image_source
 from .image_attention import ImageAttentionView
+
+#: Images offered in the dropdown (the first ones of a large source).
+MAX_CHOICES = 256
 
 
 def compute_attention(model: nn.Module, x: Any) -> dict[str, np.ndarray]:
@@ -82,6 +85,8 @@ class AttentionExplorer(W.VBox):
                                  style=style, continuous_update=True)
         self.head = W.IntSlider(value=head, min=-1, max=max(head, 1), description="Head",
                                 style=style, continuous_update=True)
+        self.layer.add_class("vitlens-layer-slider")
+        self.head.add_class("vitlens-head-slider")
         self.head_note = W.HTML("<span style='font-size:11px;color:#666'>−1 = mean over heads"
                                 "</span>")
         self.message = MessageArea()
@@ -113,6 +118,7 @@ class AttentionExplorer(W.VBox):
             W.HBox([self.attention, W.VBox([self.rollout, chart_box])]),
         ])
         self.add_class("vitlens-explorer")
+        self.add_class("vitlens-attention-explorer")
         if self.image.options:
             self.image.value = self.image.options[min(image, len(self.image.options) - 1)][1]
         self.refresh()
@@ -127,7 +133,7 @@ class AttentionExplorer(W.VBox):
             return
         names = getattr(self.source, "photo_names", None)
         opts = []
-        for i in range(len(self.source)):
+        for i in range(min(len(self.source), MAX_CHOICES)):
             name = names[i] if names is not None and i < len(names) else f"image {i}"
             opts.append((f"{i}: {name}", ("source", i)))
         self.image.options = opts
@@ -282,4 +288,4 @@ class AttentionExplorer(W.VBox):
         return obj
 
 
-__all__ = ["AttentionExplorer", "compute_attention", "error_text"]
+__all__ = ["AttentionExplorer", "compute_attention"]

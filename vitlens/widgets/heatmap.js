@@ -86,6 +86,7 @@ function render({ model, el }) {
   }
 
   function draw() {
+    const tDraw = performance.now();
     const { vals, rows, cols } = load();
     const rowL = model.get("row_labels") || [], colL = model.get("col_labels") || [];
     const size = Math.max(120, model.get("size") | 0);
@@ -144,7 +145,9 @@ function render({ model, el }) {
     draws += 1;
     root.dataset.draws = String(draws);
     root.dataset.lastDraw = String(performance.now());
+    root.dataset.drawMs = (performance.now() - tDraw).toFixed(2);
     root.dataset.shape = rows + "x" + cols;
+    root.dataset.plot = [left, top, size].join(","); // where the cells are, for scripted clicks
   }
 
   function drawLabels(ctx, s) {

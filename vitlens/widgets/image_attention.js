@@ -130,6 +130,7 @@ function render({ model, el }) {
   }
 
   function draw() {
+    const tDraw = performance.now();
     const d = load();
     const size = Math.max(64, model.get("size") | 0);
     const [ih, iw] = model.get("_image_shape") || [0, 0];
@@ -158,6 +159,7 @@ function render({ model, el }) {
     draws += 1;
     root.dataset.draws = String(draws);
     root.dataset.lastDraw = String(performance.now());
+    root.dataset.drawMs = (performance.now() - tDraw).toFixed(2);
   }
 
   function drawLegend(lut, lo, hi, H) {

@@ -57,6 +57,7 @@ class LocalizationExplorer(W.VBox):
                                  options=["blocks", "all", "attn", "mlp_hidden", "unit", "stage"],
                                  ensure_option=False, description="Layers", style=style)
         self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style)
+        self.layer.add_class("vitlens-layer-slider")
         self.layer_label = W.HTML("")
         self.message = MessageArea()
         self.view = ImageAttentionView(title="CKA of the clicked token with each input patch",
@@ -72,6 +73,7 @@ class LocalizationExplorer(W.VBox):
         super().__init__([W.HBox([self.layers, self.layer, self.layer_label]), self.message,
                           W.HBox([self.view, self.summary])])
         self.add_class("vitlens-explorer")
+        self.add_class("vitlens-localization-explorer")
         if self.layer_names:
             start = len(self.layer_names) - 1 if layer is None else layer
             self.layer.value = min(max(start, 0), len(self.layer_names) - 1)
@@ -81,6 +83,7 @@ class LocalizationExplorer(W.VBox):
         items = list(results.items()) if isinstance(results, Mapping) else \
             [(r.meta.get("layer", f"layer {i}"), r) for i, r in enumerate(results)]
         self.layer_names = [name for name, _ in items]
+        self.n_images = int(items[0][1].meta.get("n_images", self.n_images)) if items else 0
         for name, res in items:
             self.cache.put(self._key(name), res)
         self.layer.max = max(len(items) - 1, 0)

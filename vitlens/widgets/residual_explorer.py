@@ -73,6 +73,7 @@ class ResidualExplorer(W.VBox):
         super().__init__([W.HBox([self.stat, self.kind]), self.message,
                           W.HBox([self.heatmap, chart_box])])
         self.add_class("vitlens-explorer")
+        self.add_class("vitlens-residual-explorer")
         self.refresh()
 
     def compute(self) -> Any:

@@ -22,6 +22,16 @@ LAYER_CHOICES = ("blocks", "all", "attn", "mlp_hidden", "resid_mid", "norm1", "u
                  "stage")
 
 
+def _source_size(images: Any) -> int:
+    """How many images a custom source holds (512 if it cannot be read now)."""
+    from ..datasets import as_images
+
+    try:
+        return max(len(as_images(images)), 4)
+    except Exception:  # noqa: BLE001 - the run reports a bad source in the widget
+        return 512
+
+
 class SimilarityExplorer(W.VBox):
     """Minibatch CKA between every pair of layers of two models, live.
 
@@ -76,7 +86,8 @@ class SimilarityExplorer(W.VBox):
                                   ensure_option=False, style=style)
         self.images = W.Dropdown(options=list(IMAGE_SOURCES) + list(self._custom_images),
                                  value=img_choice, description="Images", style=style)
-        self.n_images = W.IntSlider(value=n_images, min=8, max=max(512, n_images), step=8,
+        most = _source_size(images) if self._custom_images else 512
+        self.n_images = W.IntSlider(value=min(n_images, most), min=min(8, most), max=most, step=8,
                                     description="# images", style=style, continuous_update=False)
         self.layers_a = W.Combobox(value=layers, options=list(LAYER_CHOICES), ensure_option=False,
                                    description="Layers A", style=style)
@@ -104,6 +115,7 @@ class SimilarityExplorer(W.VBox):
         ])
         super().__init__([controls, self.message, W.HBox([self.heatmap, self.details])])
         self.add_class("vitlens-explorer")
+        self.add_class("vitlens-similarity-explorer")
         if result is not None:
             self.show_result(result)
             self.cache.put(self._key(self.settings()), result)
@@ -248,10 +260,11 @@ class SimilarityExplorer(W.VBox):
             f"closest to {html.escape(lb[j])} in A: {html.escape(best_a)}</div>")
 
     def __repr__(self) -> str:
+        # Settings only: a live run's progress must not make notebook outputs differ.
         s = self.settings()
-        shape = "×".join(str(d) for d in self.heatmap.shape)
         return (f"SimilarityExplorer({s['model_a']} vs {s['model_b']}, {s['images']}, "
-                f"n_images={s['n_images']}, token_mode={s['token_mode']!r}, matrix={shape})")
+                f"n_images={s['n_images']}, layers={s['layers_a']!r}/{s['layers_b']!r}, "
+                f"token_mode={s['token_mode']!r})")
 
     @classmethod
     def from_result(cls, result: SimilarityResult, **kwargs: Any) -> SimilarityExplorer:
