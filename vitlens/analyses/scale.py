@@ -83,7 +83,7 @@ class BlockCKAResult(Result):
 
         df = self.to_dataframe()
         return alt.Chart(df).mark_line(point=True).encode(
-            x=alt.X("block:O", title="block"),
+            x=alt.X("block:O", title="block", axis=alt.Axis(labelAngle=0)),
             y=alt.Y("cka:Q", title=f"CKA with {self.meta.get('reference')}",
                     scale=alt.Scale(domain=[0, 1])),
             color=alt.Color(f"{self.row_title}:N", sort=self.rows, title=self.row_title),
