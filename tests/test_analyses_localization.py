@@ -8,7 +8,7 @@ import torch
 from conftest import make_tiny
 
 from vitlens.analyses import LocalizationResult, input_patches, localization
-from vitlens.errors import ImageError
+from vitlens.errors import ImageError, NotApplicableError
 from vitlens.results import load_result
 
 
@@ -107,6 +107,8 @@ def test_bad_inputs():
         localization(rn, _pixels(8, size=30), layer="layer1.0", progress=False)
     with pytest.raises(ValueError, match="outside the 4x4"):
         localization(vit, _pixels(8), layer="blocks.1", positions=[(4, 0)], progress=False)
+    with pytest.raises(NotApplicableError, match="1x1 map"):  # 32 px -> 1x1 at layer4
+        localization(rn, _pixels(8), layer="layer4.0", progress=False)
     with pytest.raises(ImageError, match="at least 4"):
         localization(vit, _pixels(3), layer="blocks.1", progress=False)
     with pytest.raises(KeyError, match="blocks.1"):

@@ -94,7 +94,7 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
         A :class:`LocalizationResult` with ``maps`` of shape (P, gh, gw).
 
     Raises:
-        NotApplicableError: the layer has no spatial grid (a pooled vector).
+        NotApplicableError: the layer has no spatial grid (a pooled vector or a 1x1 map).
         ValueError: the layer's grid does not divide the input, or positions are off-grid.
         ImageError: fewer than 4 images.
     """
@@ -113,6 +113,10 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
         tok = feats[layer]  # (b, gh, gw, C)
         if grid is None:
             grid = (int(tok.shape[1]), int(tok.shape[2]))
+            if grid[0] * grid[1] < 2:
+                msg = (f"layer {layer!r} has a {grid[0]}x{grid[1]} map: with one position there "
+                       "is nothing to localize; pick an earlier layer or a larger input")
+                raise NotApplicableError(msg)
             pos = _positions(positions, grid)
             names_b = [f"patch {i},{j}" for i in range(grid[0]) for j in range(grid[1])]
             acc = StackedCKA([f"token {i},{j}" for i, j in pos], names_b, device=dev)
