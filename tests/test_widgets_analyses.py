@@ -208,3 +208,13 @@ def test_localization_and_residual_from_precomputed_results():
     res = ResidualExplorer("not-loaded-model", result=ResidualResult(arrays, meta))
     assert res.heatmap.row_labels == ["CLS", "(0,0)", "(0,1)", "(1,0)", "(1,1)"]
     np.testing.assert_allclose(res.heatmap.matrix, np.log10(ratio_tokens).T, atol=1e-6)
+
+
+def test_attention_image_sources_can_be_switched(vit, x4):
+    ex = AttentionExplorer(vit, x4, charts=False)
+    assert ex.source_choice.options == ("samples", "synthetic", "custom: Tensor")
+    ex.source_choice.value = "samples"  # the bundled photos, by name
+    assert ex.image.options[0][0] == "0: astronaut" and len(ex.image.options) == 16
+    assert ex.message.text == "" and ex.attention.values.shape == (2, 17, 17)
+    ex.image.value = ex.image.options[1][1]
+    assert ex.image.label == "1: chelsea"

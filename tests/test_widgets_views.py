@@ -224,3 +224,22 @@ def test_chart_selection_comes_back_to_python():
     browser_select(jc, "head_sel", "head", [2])
     assert got == [[2]] and jc.selections.head_sel.value == [{"head": 2}]
     assert "https://esm.sh" not in jc._esm  # the offline bundle, not the CDN loader
+
+
+def test_image_attention_from_erf_panels():
+    from vitlens.analyses.receptive_field import ERFResult
+
+    erf = np.random.default_rng(3).random((3, 16, 16))
+    res = ERFResult({"erf": erf, "count": np.asarray(32)},
+                    {"model": "m", "layers": ["blocks.0", "blocks.0", "blocks.5"],
+                     "where": ["after", "before", "after"], "n_images": 32})
+    view = ImageAttentionView.from_erf(res)
+    assert view.head_labels == ["blocks.0", "blocks.5"] and view.grid == [16, 16]
+    assert view.head == 1 and view.query is None
+    np.testing.assert_allclose(view.current_map(), erf[2], atol=1e-6)
+    browser_sets(view, head=0)  # a click on the first panel
+    np.testing.assert_allclose(view.current_map(), erf[0], atol=1e-6)
+    before = ImageAttentionView.from_erf(res, where="before")
+    np.testing.assert_allclose(before.current_map(), erf[1], atol=1e-6)
+    with pytest.raises(ValueError, match="no maps 'inside' the add"):
+        ImageAttentionView.from_erf(res, where="inside")

@@ -11,7 +11,7 @@ import traitlets as T
 from torch import nn
 
 from ._base import LRUCache, MessageArea, model_key
-from ._sources import ModelChoices, display_image, image_source
+from ._sources import IMAGE_SOURCES, ModelChoices, display_image, image_source
 from .image_attention import ImageAttentionView
 
 #: Images offered in the dropdown (the first ones of a large source).
@@ -79,6 +79,14 @@ class AttentionExplorer(W.VBox):
         style = {"description_width": "60px"}
         self.model = W.Combobox(value=label, options=self.models.options(), ensure_option=False,
                                 description="Model", style=style)
+        self._sources: dict[str, Any] = {name: name for name in IMAGE_SOURCES}
+        first = images if isinstance(images, str) and images in IMAGE_SOURCES else None
+        if first is None:
+            first = f"custom: {getattr(images, 'name', None) or type(images).__name__}"
+            self._sources[first] = images
+        self.n_images = n_images
+        self.source_choice = W.Dropdown(options=list(self._sources), value=first,
+                                        description="Source", style=style)
         self.image = W.Dropdown(options=[], description="Image", style=style)
         self.upload = W.FileUpload(accept="image/*", multiple=False, description="Upload")
         self.layer = W.IntSlider(value=layer, min=0, max=max(layer, 1), description="Layer",
@@ -105,14 +113,15 @@ class AttentionExplorer(W.VBox):
             self.chart = jupyter_chart(heads_by_distance_chart([[0.0]]))
             on_point_select(self.chart, "head_sel", "head", self._on_chart_head)
             chart_box.children = (self.chart,)
-        self._set_source(images, n_images)
+        self._set_source(first)
+        self.source_choice.observe(lambda c: self._set_source(c["new"]), "value")
         self.model.observe(self._on_model, "value")
         self.image.observe(lambda _c: self.refresh(), "value")
         self.upload.observe(self._on_upload, "value")
         self.layer.observe(lambda _c: self._show_layer(), "value")
         self.head.observe(lambda _c: self._update_params(), "value")
         super().__init__([
-            W.HBox([self.model, self.image, self.upload]),
+            W.HBox([self.model, self.source_choice, self.image, self.upload]),
             W.HBox([self.layer, self.head, self.head_note]),
             self.message,
             W.HBox([self.attention, W.VBox([self.rollout, chart_box])]),
@@ -124,18 +133,18 @@ class AttentionExplorer(W.VBox):
         self.refresh()
 
     # ----- sources -----
-    def _set_source(self, images: Any, n_images: int | None) -> None:
+    def _set_source(self, label: str) -> None:
+        """Offer the images of a source ("samples", "synthetic" or the one passed in)."""
         try:
-            self.source = image_source(images, n_images)
-        except Exception as err:  # noqa: BLE001
+            self.source = image_source(self._sources[label], self.n_images)
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
             self.message.error(err)
-            self.source = None
             return
         names = getattr(self.source, "photo_names", None)
         opts = []
         for i in range(min(len(self.source), MAX_CHOICES)):
             name = names[i] if names is not None and i < len(names) else f"image {i}"
-            opts.append((f"{i}: {name}", ("source", i)))
+            opts.append((f"{i}: {name}", ("source", label, i)))
         self.image.options = opts
 
     def _on_upload(self, change: dict) -> None:
@@ -163,7 +172,7 @@ class AttentionExplorer(W.VBox):
         self.image.value = key
 
     def _pil(self, key: tuple) -> Any:
-        return self._uploads[key] if key[0] == "upload" else self.source[key[1]]
+        return self._uploads[key] if key[0] == "upload" else self.source[key[2]]
 
     # ----- compute and show -----
     def _on_model(self, _change: dict) -> None:

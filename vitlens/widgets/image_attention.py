@@ -164,6 +164,32 @@ class ImageAttentionView(anywidget.AnyWidget):
         if change["new"] is not None and int(self._shape[1]) > 1:
             self.query = self.query_of(*change["new"])
 
+    @classmethod
+    def from_erf(cls, result: Any, *, where: str = "after", image: Any = None,
+                 **kwargs: Any) -> ImageAttentionView:
+        """Effective receptive fields as panels, one per layer, each scaled to its own range.
+
+        Args:
+            result: An :class:`~vitlens.analyses.receptive_field.ERFResult` ((K, H, W) maps).
+            where: ``"after"`` or ``"before"`` the residual add.
+            image: An (H, W, 3) picture to draw under the maps (white by default).
+        """
+        keep = [k for k, w in enumerate(result.where) if w == where]
+        if not keep:
+            msg = f"this ERF result has no maps {where!r} the add; it has {sorted(set(result.where))}"
+            raise ValueError(msg)
+        erf = np.asarray(result.erf, dtype=np.float64)[keep]  # (K, H, W)
+        k, h, w = erf.shape
+        kwargs.setdefault("title", f"effective receptive field ({where} the residual add)")
+        kwargs.setdefault("value_label", "mean |∂y/∂x|")
+        kwargs.setdefault("colormap", "magma")
+        view = cls(**kwargs)
+        view.head_labels = [result.layers[i] for i in keep]
+        view.set_data(image if image is not None else np.full((h, w, 3), 255, np.uint8),
+                      erf.reshape(k, 1, h * w), grid=(h, w))
+        view.head = k - 1  # the deepest layer, large
+        return view
+
     def __repr__(self) -> str:
         k, nq, nk = (int(s) for s in self._shape)
         gh, gw = self.grid
