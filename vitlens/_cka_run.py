@@ -22,10 +22,11 @@ from torch import nn
 
 from . import cache as _cache
 from . import distributed as _dist
+from ._gram_capture import GramCapture, accumulate_rows, gram_route_applies
 from .capture import TOKEN_MODES, Capture
 from .datasets.images import ImageSource, as_images
 from .datasets.preprocess import MultiModelBatches, balanced_batches, data_config
-from .errors import ImageError
+from .errors import CaptureError, ImageError
 from .models.loading import load_model
 from .similarity_result import SimilarityResult
 
@@ -35,6 +36,7 @@ ESTIMATOR = "minibatch linear CKA, unbiased HSIC (Song et al. 2012)"
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 AMP_TOLERANCE = 1e-4  # "auto" keeps mixed precision only within this of float32 (batch 1)
 CHECKPOINT_EVERY_S = 5.0  # at most one checkpoint per this many seconds (0: every batch)
+GRAM_IN_HOOKS = True  # flatten/spatial: reduce each layer to its Gram inside its hook
 
 
 def model_label(model: str | nn.Module) -> str:
@@ -117,16 +119,22 @@ class CKARun:
         self.precision = precision
         self.amp_dtype = _amp_dtype(precision, self.device) if precision != "auto" else None
         self.use_cache = _cache.enabled(cache)
-        self.cap_a = Capture(self.model_a, layers_a, token_mode=token_mode)
+        self.in_hooks = GRAM_IN_HOOKS and gram_route_applies(token_mode)
+        if self.in_hooks:  # layers are reduced to Grams as they are computed
+            def capture(model, layers):
+                return GramCapture(model, layers, token_mode=token_mode)
+        else:  # the engine checks finiteness (and names the layer): skip Capture's pass
+            def capture(model, layers):
+                return Capture(model, layers, token_mode=token_mode, check_finite=False)
+        self.cap_a = capture(self.model_a, layers_a)
         if self.same:
-            self.cap_b = Capture(self.model_a, layers_b if layers_b is not None else layers_a,
-                                 token_mode=token_mode)
+            self.cap_b = capture(self.model_a, layers_b if layers_b is not None else layers_a)
             self.layers_a, self.layers_b = self.cap_a.layers, self.cap_b.layers
             union = list(dict.fromkeys(self.layers_a + self.layers_b))
-            self.cap_a = Capture(self.model_a, union, token_mode=token_mode)
+            self.cap_a = capture(self.model_a, union)
             self.self_only = self.layers_a == self.layers_b
         else:
-            self.cap_b = Capture(self.model_b, layers_b, token_mode=token_mode)
+            self.cap_b = capture(self.model_b, layers_b)
             self.layers_a, self.layers_b = self.cap_a.layers, self.cap_b.layers
             self.self_only = False
         self.engine = MinibatchCKA(self.layers_a, None if self.self_only else self.layers_b,
@@ -197,9 +205,21 @@ class CKARun:
             feats_b = cap_b.run(xb)
         return [feats_a[n] for n in self.layers_a], [feats_b[n] for n in self.layers_b]
 
+    def _add(self, engine: Any, fa: list[torch.Tensor], fb: list[torch.Tensor] | None,
+             n: int) -> None:
+        if self.in_hooks:
+            accumulate_rows(engine, fa, fb, n)
+            return
+        try:
+            engine.update(fa, fb)
+        except ValueError as err:
+            if "non-finite" in str(err):
+                raise CaptureError(str(err)) from err
+            raise
+
     def step(self, idx: range) -> None:
         """Capture one batch from both models and add it to the accumulator."""
-        self.engine.update(*self._features(idx))
+        self._add(self.engine, *self._features(idx), len(idx))
 
     def result(self, done: int | None = None) -> SimilarityResult:
         """The matrix so far; ``done`` < the number of batches marks it partial."""
@@ -279,13 +299,13 @@ class CKARun:
         elif _dist.is_main() and self.my_batches and self.done == 0:
             idx = self.my_batches[0]
             fa, fb = self._features(idx)
-            self.engine.update(fa, fb)
+            self._add(self.engine, fa, fb, len(idx))
             self.done = 1
             ref = MinibatchCKA(device=self.device)
-            ref.update(fa, fb)
+            self._add(ref, fa, fb, len(idx))
             self.amp_dtype = _amp_dtype("bfloat16", self.device)
             trial = MinibatchCKA(device=self.device)
-            trial.update(*self._features(idx))
+            self._add(trial, *self._features(idx), len(idx))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 diff = np.nan_to_num(np.abs(trial.compute().cpu().numpy()
