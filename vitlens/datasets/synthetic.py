@@ -1,28 +1,25 @@
-"""A deterministic, offline synthetic dataset: handwritten digits in clutter.
+"""A deterministic, offline synthetic dataset: shapes in clutter.
 
-Each 64x64 RGB image shows one target object, a real handwritten digit glyph from
-scikit-learn's ``load_digits`` (10 classes), at a random position anywhere in the frame and
-with random scale (14-29 px), rotation (+-30 degrees) and colour. It sits on a textured
-background (low-frequency colour noise plus stripes) among 1-4 geometric distractors
-(discs, rings, boxes, bars), some of which look like strokes. Domain 1 renders the same
-classes in a visibly different style (grey checkerboard backgrounds, hollow outlined glyphs,
-pixel noise) and serves the fine-tuning analysis.
+Each 64x64 RGB image shows one target object from 10 shape classes (disc, ring, square,
+frame, triangle, hollow triangle, plus, cross, bars, crescent) at a random position in the
+frame, with random size (18-30 px across), rotation (+-20 degrees) and fill colour inside a
+dark rim. It sits on a textured background (smooth colour noise plus stripes) among up to
+three smaller distractor shapes (discs, rings, boxes, bars). Domain 1 renders the same classes
+in a visibly different style (grey checkerboard backgrounds, hollow outlines, pixel noise)
+and serves the fine-tuning analysis.
 
 Determinism: image ``i`` depends only on ``(split, i, seed, domain)``. Images are rendered in
 fixed blocks of 256 indices, each from its own ``np.random.default_rng([seed, split, domain,
-block])`` stream, so ``synthetic("train", 500)`` is a prefix of ``synthetic("train", 1000)``
-and the result is the same in every process. The glyph pool is split once (with a fixed
-seed) into train/val/test writers' glyphs, so test digits are glyphs no model trained on, and
-the three splits also use disjoint random streams.
+block, ...])`` streams, so ``synthetic("train", 500)`` is a prefix of ``synthetic("train",
+1000)`` and the result is the same in every process. The splits use disjoint streams.
 
-Speed: rendering is vectorised in NumPy over blocks. 50,000 images take about 16 s on one
-core of the reference machine (about 0.3 ms per image).
+Speed: rendering is vectorised in NumPy over blocks: 50,000 images take about 15-20 s on one
+core (about 0.3-0.4 ms per image).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from functools import lru_cache
 
 import numpy as np
 import torch.utils.data
@@ -31,30 +28,13 @@ from PIL import Image
 __all__ = ["CLASSES", "SPLITS", "SyntheticDataset", "synthetic"]
 
 SPLITS = ("train", "val", "test")
-CLASSES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CLASSES = (
+    "disc", "ring", "square", "frame", "triangle",
+    "hollow-triangle", "plus", "cross", "bars", "crescent",
+)  # fmt: skip
 SIZE = 64
 _BLOCK = 256
-_N_DISTRACT = 4
-_GLYPH_SEED = 20210818  # fixed: the writer split never depends on the user's seed
-_GLYPH_FRACTIONS = (0.6, 0.2, 0.2)
-
-
-@lru_cache(maxsize=1)
-def _glyph_pools() -> tuple[np.ndarray, list[list[np.ndarray]]]:
-    """Padded glyphs (1797, 10, 10) in [0, 1] and, per split and class, glyph indices."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    glyphs = np.zeros((len(digits.images), 10, 10), np.float32)
-    glyphs[:, 1:9, 1:9] = digits.images / 16.0
-    perm = np.random.default_rng(_GLYPH_SEED).permutation(len(glyphs))
-    bounds = np.cumsum([0, *(round(f * len(glyphs)) for f in _GLYPH_FRACTIONS)])
-    bounds[-1] = len(glyphs)
-    pools = []
-    for s in range(len(SPLITS)):
-        idx = np.sort(perm[bounds[s] : bounds[s + 1]])
-        pools.append([idx[digits.target[idx] == c] for c in range(len(CLASSES))])
-    return glyphs, pools
+_N_DISTRACT = 3
 
 
 def _interp_matrix(n_in: int, n_out: int = SIZE) -> np.ndarray:
@@ -76,25 +56,16 @@ def _params(split_id: int, seed: int, domain: int, block: int) -> dict[str, np.n
     """Every non-pixel random choice of one block (cheap; used for labels and boxes too)."""
     rng = np.random.default_rng([seed, split_id, domain, block, 0])
     b = _BLOCK
-    _, pools = _glyph_pools()
     label = rng.integers(0, len(CLASSES), b)
-    pick = rng.random(b)
-    glyph = np.array(
-        [
-            pools[split_id][c][int(u * len(pools[split_id][c]))]
-            for c, u in zip(label, pick, strict=True)
-        ]
-    )
-    scale = rng.uniform(2.25, 3.75, b).astype(np.float32)  # output px per glyph px
-    theta = np.deg2rad(rng.uniform(-25, 25, b)).astype(np.float32)
-    half = 4 * scale * (np.abs(np.cos(theta)) + np.abs(np.sin(theta)))
+    radius = rng.uniform(9, 15, b).astype(np.float32)  # px
+    theta = np.deg2rad(rng.uniform(-20, 20, b)).astype(np.float32)
+    half = radius * (np.abs(np.cos(theta)) + np.abs(np.sin(theta)))
     margin = 0.75 * half  # the object may touch and slightly cross the border
     cx = (margin + rng.random(b) * (SIZE - 2 * margin)).astype(np.float32)
     cy = (margin + rng.random(b) * (SIZE - 2 * margin)).astype(np.float32)
     return {
         "label": label,
-        "glyph": glyph,
-        "scale": scale,
+        "radius": radius,
         "theta": theta,
         "cx": cx,
         "cy": cy,
@@ -102,10 +73,10 @@ def _params(split_id: int, seed: int, domain: int, block: int) -> dict[str, np.n
         "colour": rng.uniform(0, 1, (b, 3)).astype(np.float32),
         "base": rng.uniform(0.1, 0.9, (b, 3)).astype(np.float32),
         "stripe": rng.uniform(0, 1, (b, 5)).astype(np.float32),
-        "d_on": rng.random((b, _N_DISTRACT)) < np.array([0.8, 0.5, 0.25, 0.1]),
+        "d_on": rng.random((b, _N_DISTRACT)) < np.array([0.7, 0.35, 0.1]),
         "d_kind": rng.integers(0, 4, (b, _N_DISTRACT)),
         "d_pos": rng.uniform(0, SIZE, (b, _N_DISTRACT, 2)).astype(np.float32),
-        "d_size": rng.uniform(2.5, 8, (b, _N_DISTRACT, 2)).astype(np.float32),
+        "d_size": rng.uniform(2.5, 6, (b, _N_DISTRACT, 2)).astype(np.float32),
         "d_angle": rng.uniform(0, np.pi, (b, _N_DISTRACT)).astype(np.float32),
         "d_colour": rng.uniform(0, 1, (b, _N_DISTRACT, 3)).astype(np.float32),
     }
@@ -115,33 +86,56 @@ def _lum(c: np.ndarray) -> np.ndarray:
     return c @ np.array([0.299, 0.587, 0.114], np.float32)
 
 
-def _glyph_field(p: dict[str, np.ndarray]) -> np.ndarray:
-    """Bilinear glyph intensity (B, 64, 64) in [0, 1] at each pixel, after the affine map."""
-    glyphs, _ = _glyph_pools()
-    b = len(p["label"])
+def _tri(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    # triangle with vertices (0, -1), (+-0.87, 0.5) (centroid at 0), distance-like
+    return np.maximum(v - 0.5, (1.732 * np.abs(u) - v - 1) / 2)
+
+
+def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return np.minimum(
+        np.maximum(np.abs(u) - 0.28, np.abs(v) - 1), np.maximum(np.abs(v) - 0.28, np.abs(u) - 1)
+    )
+
+
+def _shape_distance(kind: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Approximate signed distance (negative inside) of shape class ``kind``, in radii."""
+    rho = np.sqrt(u * u + v * v)
+    box = np.maximum(np.abs(u), np.abs(v))
+    if kind == 0:  # disc
+        return rho - 1
+    if kind == 1:  # ring
+        return np.abs(rho - 0.75) - 0.25
+    if kind == 2:  # square
+        return box - 0.85
+    if kind == 3:  # frame
+        return np.abs(box - 0.65) - 0.2
+    if kind == 4:  # triangle
+        return _tri(u, v)
+    if kind == 5:  # hollow triangle
+        return np.maximum(_tri(u, v), -0.4 * _tri(u / 0.4, v / 0.4))
+    if kind == 6:  # plus
+        return _cross(u, v)
+    if kind == 7:  # cross (a plus turned 45 degrees)
+        return _cross(0.7071 * (u + v), 0.7071 * (v - u))
+    if kind == 8:  # two bars
+        return np.maximum(np.abs(u) - 0.95, np.abs(np.abs(v) - 0.45) - 0.2)
+    return np.maximum(rho - 1, 0.8 - np.sqrt((u - 0.5) ** 2 + v * v))  # crescent
+
+
+def _shape_field(p: dict[str, np.ndarray]) -> np.ndarray:
+    """Signed distance (B, 64, 64) in pixels to each image's target (negative inside)."""
     cos, sin = np.cos(p["theta"])[:, None, None], np.sin(p["theta"])[:, None, None]
     dx = _GRID[None, None, :] - p["cx"][:, None, None]
     dy = _GRID[None, :, None] - p["cy"][:, None, None]
-    inv = 1.0 / p["scale"][:, None, None]
-    # glyph coordinates, padded-array pixel centres at integers (glyph centre = 4.5)
-    gx = (cos * dx + sin * dy) * inv + 4.5
-    gy = (-sin * dx + cos * dy) * inv + 4.5
-    x0, y0 = np.floor(gx), np.floor(gy)
-    fx, fy = gx - x0, gy - y0
-    # outside the padded glyph: point at the zero border (row/column 0) with zero weight
-    out_x, out_y = (gx < 0) | (gx >= 9), (gy < 0) | (gy >= 9)
-    x0 = np.where(out_x, 0, x0).astype(np.int64)
-    y0 = np.where(out_y, 0, y0).astype(np.int64)
-    fx = np.where(out_x, 0, fx)
-    fy = np.where(out_y, 0, fy)
-    flat = glyphs[p["glyph"]].reshape(b, 100)
-    base = y0 * 10 + x0 + (np.arange(b) * 100)[:, None, None]
-    g = flat.ravel()
-    v00, v01 = g[base], g[base + 1]
-    v10, v11 = g[base + 10], g[base + 11]
-    top = v00 + fx * (v01 - v00)
-    bot = v10 + fx * (v11 - v10)
-    return top + fy * (bot - top)
+    r = p["radius"][:, None, None]
+    u = (cos * dx + sin * dy) / r
+    v = (-sin * dx + cos * dy) / r
+    out = np.empty_like(u)
+    for kind in range(len(CLASSES)):
+        sel = np.nonzero(p["label"] == kind)[0]
+        if len(sel):
+            out[sel] = _shape_distance(kind, u[sel], v[sel]) * r[sel]
+    return out
 
 
 def _distractor_masks(p: dict[str, np.ndarray], k: int) -> np.ndarray:
@@ -173,15 +167,15 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
         + np.sin(ang)[:, None, None] * _GRID[None, :, None]
     ) * freq[:, None, None]
     if domain == 0:
-        grid = (0.25 + 0.5 * p["base"])[:, None, None, :] + 0.15 * noise_rng.standard_normal(
-            (b, 5, 5, 3), np.float32
-        )
+        # a muted, low-contrast colour field: grey level, slight tint, smooth noise
+        level = (0.3 + 0.4 * p["base"][:, :1]) + 0.16 * (p["base"] - 0.5)
+        grid = level[:, None, None, :] + 0.06 * noise_rng.standard_normal((b, 5, 5, 3), np.float32)
         grid = grid.transpose(0, 3, 1, 2)  # (B, 3, 5, 5)
         img = (_UP5 @ (_UP5 @ grid).transpose(0, 1, 3, 2)).transpose(0, 3, 2, 1)  # (B, 64, 64, 3)
         img = np.ascontiguousarray(img)
         wave = np.sin(2 * np.pi * phase + 6.3 * st[:, 2, None, None])
         amp = (
-            (0.12 * st[:, 3])[:, None, None, None]
+            (0.08 * st[:, 3])[:, None, None, None]
             * (noise_rng.random((b, 1, 1, 3), np.float32) - 0.5)
             * 2
         )
@@ -209,15 +203,15 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
     for k in range(_N_DISTRACT):
         m = _distractor_masks(p, k)[..., None]
         np.copyto(img, d_col[:, k, None, None, :], where=m)
-    field = _glyph_field(p)
-    alpha = np.clip((field - 0.3) * 4.0, 0, 1)
+    dist = _shape_field(p)
+    alpha = np.clip(0.5 - dist, 0, 1)  # anti-aliased fill
     if domain == 0:  # a bright fill inside a dark rim: the target stands out from the clutter
         colour = 0.45 + 0.55 * p["colour"]
-        rim = np.clip((field - 0.1) * 4.0, 0, 1)[..., None]
+        rim = np.clip(2.0 - dist, 0, 1)[..., None]
         img = img * (1 - rim)
-    else:  # hollow outline glyph, dark on light or light on dark
+    else:  # hollow outline, dark on light or light on dark
         colour = np.where(_lum(bg_mean)[:, None] > 0.45, 0.05, 0.95) * np.ones_like(p["colour"])
-        alpha = alpha * (1 - np.clip((field - 0.62) * 6.0, 0, 1))
+        alpha = np.clip(1.5 - np.abs(dist), 0, 1)
     img = img + alpha[..., None] * (colour[:, None, None, :] - img)
     sigma = 0.03 if domain == 0 else 0.08
     img += (2 * 3**0.5 * sigma) * (noise_rng.random(img.shape, np.float32) - 0.5)
@@ -225,7 +219,7 @@ def _render(p: dict[str, np.ndarray], noise_rng: np.random.Generator, domain: in
 
 
 class SyntheticDataset(torch.utils.data.Dataset):
-    """Digits-in-clutter images (see the module docstring); build with :func:`synthetic`.
+    """Shapes-in-clutter images (see the module docstring); build with :func:`synthetic`.
 
     ``ds[i]`` is ``(PIL.Image RGB 64x64, int label)`` (or ``(transform(image), label)``).
     Fast paths: :meth:`arrays` gives all images as ``(n, 64, 64, 3)`` uint8 and
@@ -330,11 +324,11 @@ class SyntheticDataset(torch.utils.data.Dataset):
 def synthetic(
     split: str, n: int, *, seed: int = 0, domain: int = 0, transform=None
 ) -> SyntheticDataset:
-    """The synthetic digits-in-clutter dataset.
+    """The synthetic shapes-in-clutter dataset.
 
     Args:
         split: ``"train"``, ``"val"`` or ``"test"``; the splits never share an image, and
-            their digit glyphs come from disjoint pools.
+            each split draws from its own random streams.
         n: Number of images (> 0). A smaller ``n`` gives a prefix of a larger one.
         seed: Non-negative seed; together with ``split``, index and ``domain`` it fixes
             each image exactly, in every process.

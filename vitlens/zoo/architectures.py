@@ -27,14 +27,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "vit-cls": {
         "timm_class": "VisionTransformer",
         "kwargs": dict(
-            img_size=IMG_SIZE, patch_size=8, embed_dim=96, depth=VIT_DEPTH, num_heads=3,
+            img_size=IMG_SIZE, patch_size=8, embed_dim=48, depth=VIT_DEPTH, num_heads=3,
             mlp_ratio=2.0, class_token=True, global_pool="token", num_classes=NUM_CLASSES,
         ),
     },
     "vit-gap": {
         "timm_class": "VisionTransformer",
         "kwargs": dict(
-            img_size=IMG_SIZE, patch_size=8, embed_dim=96, depth=VIT_DEPTH, num_heads=3,
+            img_size=IMG_SIZE, patch_size=8, embed_dim=48, depth=VIT_DEPTH, num_heads=3,
             mlp_ratio=2.0, class_token=False, global_pool="avg", num_classes=NUM_CLASSES,
         ),
     },
@@ -48,8 +48,8 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "mixer": {
         "timm_class": "MlpMixer",
         "kwargs": dict(
-            img_size=IMG_SIZE, patch_size=8, num_blocks=VIT_DEPTH, embed_dim=96,
-            mlp_ratio=[0.5, 4.0], num_classes=NUM_CLASSES,
+            img_size=IMG_SIZE, patch_size=8, num_blocks=VIT_DEPTH, embed_dim=64,
+            mlp_ratio=[0.5, 2.0], num_classes=NUM_CLASSES,
         ),
     },
 }  # fmt: skip

@@ -36,15 +36,14 @@ from .architectures import ARCHITECTURES
 __all__ = ["DEFAULTS", "evaluate", "main", "train_model"]
 
 DEFAULTS: dict[str, Any] = {
-    "steps": 900,  # per model; fine-tuning uses ft_steps
-    "ft_steps": 300,
-    "batch_size": 128,
-    "lr": 2e-3,
+    "steps": 2000,  # per model; fine-tuning uses ft_steps
+    "ft_steps": 600,
+    "batch_size": 32,
+    "lr": 1e-3,
     "ft_lr": 5e-4,
     "weight_decay": 0.05,
     "warmup_frac": 0.05,
-    "n_train": 40_000,  # the full training set (domain 0); fractions take a prefix
-    "n_train_ft": 20_000,  # domain-1 training set for fine-tuning
+    "n_train": None,  # full training set; None: steps x batch_size (one pass, no repeats)
     "train_seed": 0,
     "test_n": 5_000,
     "test_seed": 10_000,  # never used for training
@@ -144,7 +143,7 @@ def train_model(
     bs = batch_size or cfg["batch_size"]
     test_n = test_n or cfg["test_n"]
     lr = cfg["ft_lr" if ft else "lr"]
-    n_full = n_train or cfg["n_train_ft" if ft else "n_train"]
+    n_full = n_train or cfg["n_train"] or steps * bs
     n_used = max(bs, round(spec["fraction"] * n_full)) if spec["fraction"] < 1 else n_full
     n_used = min(n_used, n_full)
     out_dir = Path(out) if out is not None else WEIGHTS_DIR.parent
@@ -172,7 +171,7 @@ def train_model(
     gen = torch.Generator().manual_seed(cfg["seed"])
     order = torch.empty(0, dtype=torch.long)
     run_loss, run_acc = [], []
-    bar = tqdm(range(steps), desc=short, disable=not progress, mininterval=1.0, file=sys.stderr)
+    bar = tqdm(range(steps), desc=short, disable=not progress, mininterval=5.0, file=sys.stderr)
     for _ in bar:
         while len(order) < bs:
             order = torch.cat([order, torch.randperm(n_used, generator=gen)])
