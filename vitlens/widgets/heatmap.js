@@ -96,7 +96,7 @@ function render({ model, el }) {
     const widest = (labels) => labels.reduce((m, s) => Math.max(m, ctx.measureText(s).width), 0);
     const left = 22 + Math.min(150, widest(rowL)) + 6;
     const bottom = 22 + Math.min(120, widest(colL)) + 6;
-    const top = 8, right = 70;
+    const top = 8, right = Math.max(70, ctx.measureText(model.get("value_label") || "").width + 16);
     const W = left + size + right, H = top + size + bottom;
     const dpr = window.devicePixelRatio || 1;
     for (const c of [base, over]) {
