@@ -49,6 +49,14 @@ def main(out: Path) -> None:
                          progress=False, cache=True)
     again = vitlens.cka(vit, images(), cnn, layers_a="all", batch_size=BATCH,
                         progress=False, cache=True)
+    solo_forwards = None
+    if r == 0:  # one rank alone, inside the distributed job: no collective, all batches
+        before = len(calls)
+        solo = vitlens.cka(vit, images(), cnn, layers_a="all", batch_size=BATCH,
+                           progress=False, cache=False, distributed=False)
+        solo_forwards = len(calls) - before
+        np.save(out / "matrix_solo.npy", solo.matrix)
+    vd.barrier()
     handle.remove()
     # the generic helpers, with rank-dependent values
     state = {"sum": torch.full((2, 3), float(r + 1), dtype=torch.float64),
@@ -59,7 +67,8 @@ def main(out: Path) -> None:
     vd.all_reduce_sum_(t)
     record = {
         "pid": os.getpid(), "rank": r, "world": w, "forwards": forwards,
-        "forwards_cached": len(calls) - forwards, "is_main": vd.is_main(),
+        "forwards_cached": len(calls) - forwards - (solo_forwards or 0),
+        "solo_forwards": solo_forwards, "is_main": vd.is_main(),
         "shard": [[b.start, b.stop] for b in vd.shard(vitlens.datasets.balanced_batches(
             N_IMAGES, BATCH))],
         "sum": reduced["sum"].tolist(), "count": reduced["count"], "mean": reduced["mean"],

@@ -262,3 +262,18 @@ def test_interrupted_stream_resumes(monkeypatch):
         warnings.simplefilter("ignore", RuntimeWarning)
         reference = vitlens.cka(vit, images, cnn, batch_size=4, progress=False, cache=False)
     np.testing.assert_allclose(rest[-1].matrix, reference.matrix, rtol=0, atol=1e-12)
+
+
+def test_only_the_images_used_are_fingerprinted():
+    vit = make_tiny("vit")
+    images = random_images(18)
+    first = vitlens.cka(vit, images, n_images=16, batch_size=8, progress=False)
+    images[17] = 255 - images[17]  # not among the 16 used
+    count = Counter(vit)
+    again = vitlens.cka(vit, images, n_images=16, batch_size=8, progress=False)
+    assert count.n == 0
+    np.testing.assert_array_equal(again.matrix, first.matrix)
+    images[15] = 255 - images[15]  # used: a miss
+    vitlens.cka(vit, images, n_images=16, batch_size=8, progress=False)
+    assert count.n == 2
+    count.close()

@@ -176,6 +176,10 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     assert np.isfinite(multi).all() and np.ptp(multi) > 0.1  # a real, non-trivial matrix
     np.testing.assert_allclose(multi, single.matrix, rtol=0, atol=1e-10)
     np.testing.assert_array_equal(np.load(tmp_path / "matrix_cached.npy"), multi)
+    # distributed=False on rank 0 alone ran all 5 batches there, without waiting for rank 1
+    assert recs[0]["solo_forwards"] == 5 and recs[1]["solo_forwards"] is None
+    np.testing.assert_allclose(np.load(tmp_path / "matrix_solo.npy"), single.matrix, rtol=0,
+                               atol=1e-12)
 
 
 def test_cli_under_torchrun_equals_single_process(tmp_path):

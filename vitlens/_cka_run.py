@@ -93,7 +93,8 @@ class CKARun:
     def __init__(self, model_a: str | nn.Module, images: Any, model_b: str | nn.Module | None,
                  *, layers_a: LayerSpec, layers_b: LayerSpec, token_mode: str, batch_size: int,
                  device: str | torch.device | None, n_images: int | None, images_b: Any,
-                 cache: bool = False, precision: str = "float32") -> None:
+                 cache: bool = False, precision: str = "float32",
+                 distributed: bool | None = None) -> None:
         from .similarity import MinibatchCKA
 
         if token_mode not in TOKEN_MODES:
@@ -102,7 +103,10 @@ class CKARun:
         if precision not in PRECISIONS:
             msg = f"unknown precision {precision!r}; choose one of {PRECISIONS}"
             raise ValueError(msg)
-        _dist.init_from_env()
+        # Shard over torchrun's ranks unless told not to (a caller that runs this on one
+        # rank only, inside a larger distributed job, passes distributed=False).
+        self.sharded = distributed is not False and (_dist.init_from_env()
+                                                     or _dist.is_distributed())
         self.device = resolve_device(device)
         self.same = model_b is None or model_b is model_a
         self.model_a = load_model(model_a).to(self.device)
@@ -113,7 +117,7 @@ class CKARun:
         self.images_b = as_images(images_b) if images_b is not None else None
         self.n = _check_images(self.images, self.images_b, n_images)
         self.batches = balanced_batches(self.n, batch_size)
-        self.my_batches = _dist.shard(self.batches)
+        self.my_batches = _dist.shard(self.batches) if self.sharded else list(self.batches)
         self.token_mode = token_mode
         self.batch_size = batch_size
         self.precision = precision
@@ -230,10 +234,16 @@ class CKARun:
         return SimilarityResult(matrix, self.layers_a, self.layers_b, meta)
 
     # ------------------------------------------------------------------ cache and resume
+    def _main(self) -> bool:
+        return not self.sharded or _dist.is_main()
+
+    def _bcast(self, obj: Any) -> Any:
+        return _dist.broadcast_object(obj) if self.sharded else obj
+
     def check_ranks(self) -> None:
         """Under ``torchrun``, fail on every rank if the ranks see different models,
         weights, images or parameters (e.g. an unseeded random init)."""
-        if not _dist.is_distributed():
+        if not self.sharded:
             return
         keys = _dist.all_gather_object(self.key)
         if len(set(keys)) > 1:
@@ -246,14 +256,15 @@ class CKARun:
         """The stored result of this run, if any (rank 0 reads it, every rank gets it)."""
         if not self.use_cache:
             return None
-        hit = _cache.load_result("cka", self.key) if _dist.is_main() else None
-        hit = _dist.broadcast_object(hit)
+        hit = _cache.load_result("cka", self.key) if self._main() else None
+        hit = self._bcast(hit)
         if hit is not None:
             _warn_constant(hit)
         return hit
 
     def _ckpt_path(self):
-        return _cache.checkpoint_path("cka", self.key, _dist.rank(), _dist.world())
+        rank, world = (_dist.rank(), _dist.world()) if self.sharded else (0, 1)
+        return _cache.checkpoint_path("cka", self.key, rank, world)
 
     def resume(self) -> int:
         """Load this rank's checkpoint, if any; returns the number of batches it holds."""
@@ -293,10 +304,10 @@ class CKARun:
         if self.precision != "auto":
             return
         decision = None
-        if _dist.is_main() and self.amp_note is not None:  # resumed from a checkpoint
+        if self._main() and self.amp_note is not None:  # resumed from a checkpoint
             name = "none" if self.amp_dtype is None else str(self.amp_dtype)[len("torch."):]
             decision = (name, self.amp_note)
-        elif _dist.is_main() and self.my_batches and self.done == 0:
+        elif self._main() and self.my_batches and self.done == 0:
             idx = self.my_batches[0]
             fa, fb = self._features(idx)
             self._add(self.engine, fa, fb, len(idx))
@@ -315,7 +326,7 @@ class CKARun:
             decision = (name if keep else "none",
                         f"{name if keep else 'float32'} (auto: max |CKA difference| of {name} "
                         f"on batch 1 = {diff:.1e}, tolerance {AMP_TOLERANCE:g})")
-        decision = _dist.broadcast_object(decision)
+        decision = self._bcast(decision)
         if decision is None:
             self.amp_note = "float32 (auto: no batch to test)"
             return
@@ -330,10 +341,10 @@ class CKARun:
         self.check_ranks()
         self.resume()
         desc = f"CKA {self.label_a} vs {self.label_b}"
-        if _dist.world() > 1:
+        if self.sharded:
             desc += f" (rank 0 of {_dist.world()})"
         total = sum(len(b) for b in self.my_batches)
-        with self, tqdm(total=total, disable=not progress or not _dist.is_main(), unit="img",
+        with self, tqdm(total=total, disable=not progress or not self._main(), unit="img",
                         desc=desc, initial=sum(len(b) for b in self.my_batches[:self.done])) as bar:
             before = self.done
             self.choose_precision()
@@ -349,21 +360,15 @@ class CKARun:
 
     def reduce(self) -> None:
         """Join the sums of every rank (one ``all_reduce``); a no-op in one process."""
-        if not _dist.is_distributed():
+        if not self.sharded:
             return
         st = self.engine.state_dict()
         la = len(self.layers_a)
         lb = la if self.self_only else len(self.layers_b)
-        zeros = torch.zeros  # a rank without batches contributes zeros
-        sums = {
-            "hsic_ab": st["hsic_ab"] if st["hsic_ab"] is not None else zeros(la, lb,
-                                                                           dtype=torch.float64),
-            "hsic_aa": st["hsic_aa"] if st["hsic_aa"] is not None else zeros(la,
-                                                                           dtype=torch.float64),
-            "hsic_bb": st["hsic_bb"] if st["hsic_bb"] is not None else zeros(lb,
-                                                                           dtype=torch.float64),
-            "n_examples": st["n_examples"], "n_batches": st["n_batches"],
-        }
+        shapes = {"hsic_ab": (la, lb), "hsic_aa": (la,), "hsic_bb": (lb,)}
+        sums = {k: st[k] if st[k] is not None else torch.zeros(s, dtype=torch.float64)
+                for k, s in shapes.items()}  # a rank without batches contributes zeros
+        sums.update(n_examples=st["n_examples"], n_batches=st["n_batches"])
         st.update(_dist.all_reduce_state_(sums))
         st["self_comparison"] = self.self_only
         self.engine.load_state_dict(st)
@@ -375,7 +380,7 @@ class CKARun:
             _ = self.key  # the key goes into the result's meta
         result = self.result()
         if self.use_cache:
-            if _dist.is_main():
+            if self._main():
                 _cache.store_result("cka", self.key, result)
             _cache.remove_checkpoint(self._ckpt_path())
         return result

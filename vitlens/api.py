@@ -31,7 +31,8 @@ def cka_stream(model_a: str | nn.Module, images: Any, model_b: str | nn.Module |
                token_mode: str = "flatten", batch_size: int = 64,
                device: str | torch.device | None = None, progress: bool = True,
                n_images: int | None = None, images_b: Any = None, cache: bool = True,
-               precision: str = "float32") -> Iterator[SimilarityResult]:
+               precision: str = "float32", distributed: bool | None = None,
+               ) -> Iterator[SimilarityResult]:
     """Like :func:`cka`, but yields the matrix after every batch (for live views).
 
     Partial results carry ``meta["partial"]``; the last one is complete. A cached result is
@@ -40,7 +41,8 @@ def cka_stream(model_a: str | nn.Module, images: Any, model_b: str | nn.Module |
     """
     run = CKARun(model_a, images, model_b, layers_a=layers_a, layers_b=layers_b,
                  token_mode=token_mode, batch_size=batch_size, device=device,
-                 n_images=n_images, images_b=images_b, cache=cache, precision=precision)
+                 n_images=n_images, images_b=images_b, cache=cache, precision=precision,
+                 distributed=distributed)
     hit = run.cached()
     if hit is not None:
         yield hit
@@ -57,7 +59,7 @@ def cka(model_a: str | nn.Module, images: Any, model_b: str | nn.Module | None =
         layers_a: LayerSpec = None, layers_b: LayerSpec = None, token_mode: str = "flatten",
         batch_size: int = 64, device: str | torch.device | None = None, progress: bool = True,
         n_images: int | None = None, images_b: Any = None, cache: bool = True,
-        precision: str = "float32") -> SimilarityResult:
+        precision: str = "float32", distributed: bool | None = None) -> SimilarityResult:
     """Minibatch linear CKA between every pair of layers (Nguyen, Raghu & Kornblith 2021).
 
     Each batch's unbiased HSIC (Song et al. 2012) is accumulated in float64, weighted by
@@ -91,13 +93,17 @@ def cka(model_a: str | nn.Module, images: Any, model_b: str | nn.Module | None =
             ``"float16"`` (autocast; the CKA itself is always accumulated in float64); or
             ``"auto"``, which tests mixed precision on the first batch and keeps it only if
             that batch's CKA matrix is within 1e-4 of the float32 one.
+        distributed: ``None`` shards over ``torchrun``'s ranks when there are several (every
+            rank must call this function); ``False`` runs every batch in this process, for a
+            call made on one rank only.
 
     Returns:
         A :class:`SimilarityResult` with ``.matrix`` of shape (L_a, L_b).
     """
     run = CKARun(model_a, images, model_b, layers_a=layers_a, layers_b=layers_b,
                  token_mode=token_mode, batch_size=batch_size, device=device,
-                 n_images=n_images, images_b=images_b, cache=cache, precision=precision)
+                 n_images=n_images, images_b=images_b, cache=cache, precision=precision,
+                 distributed=distributed)
     hit = run.cached()
     if hit is not None:
         return hit

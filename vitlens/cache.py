@@ -126,9 +126,21 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 def images_fingerprint(images: Any, n: int | None = None) -> str:
-    """The content fingerprint of an :class:`~vitlens.datasets.ImageSource` (its
-    ``fingerprint()``), combined with how many of its images are used."""
-    return hashlib.sha256(f"{images.fingerprint()}:{n}".encode()).hexdigest()[:32]
+    """A content fingerprint (SHA-256) of the first ``n`` images of an
+    :class:`~vitlens.datasets.ImageSource` (all of them when ``n`` is None), in order.
+
+    Only the images used are read, so 10,240 images of a 50,000-image dataset cost what the
+    run itself reads. Sources without per-image bytes fall back to their ``fingerprint()``.
+    """
+    total = len(images)
+    n = total if n is None else min(int(n), total)
+    item_bytes = getattr(images, "_item_bytes", None)
+    if item_bytes is None:
+        return hashlib.sha256(f"{images.fingerprint()}:{n}".encode()).hexdigest()[:32]
+    h = hashlib.sha256(f"{type(images).__name__}:{n}".encode())
+    for i in range(n):
+        h.update(item_bytes(i))
+    return h.hexdigest()[:32]
 
 
 def make_key(kind: str, parts: dict[str, Any]) -> str:
