@@ -341,3 +341,13 @@ def test_mixer_flips():
     assert rows[1].value == pytest.approx(0.4)
     rows2 = F.mixer(_mixer(_uniform(6, 0.8), far[:, :4], close))
     assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+def test_findings_table_display_keeps_full_notes():
+    from vitlens.findings._core import finding
+
+    note = "a long note " * 10
+    table = F.report([finding("Fig 1", "claim", "stat", 0.25, "> 0", True, note)])
+    html = table._repr_html_()
+    assert note.strip() in html and "0.250" in html and "<table" in html
+    assert repr(table) == F.to_markdown(table.rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -86,3 +87,25 @@ def test_results_load_back(quick_run):
     vit = load_result(quick_run / "results" / "01_representation_structure" / "cka_vit.npz")
     assert vit.matrix.shape[0] == vit.matrix.shape[1] == len(vit.layers_a) > 30
     assert vit.meta["n_images"] == 32
+
+
+def test_static_svg_charts_are_compact_and_offline():
+    import altair as alt
+    import numpy as np
+
+    from vitlens import SimilarityResult
+    from vitlens.reproduce.display import compact_svg, static_charts
+
+    assert compact_svg('<path d="M1.23456,7.5h0.999999"/>') == '<path d="M1.23,7.5h0.99"/>'
+    names = [f"l{i}" for i in range(7)]
+    sim = SimilarityResult(np.random.default_rng(0).random((7, 7)), names, names)
+    before = alt.renderers.active
+    try:
+        static_charts()
+        bundle = sim.chart()._repr_mimebundle_()
+    finally:
+        alt.renderers.enable(before)
+    svg = bundle["image/svg+xml"]
+    assert svg.startswith("<svg") and "<script" not in svg and "cdn" not in svg
+    assert svg.count("<path") >= 49 and svg.count("aria-label") < 5  # no label per cell
+    assert not re.search(r"\d\.\d{3}", svg)

@@ -36,6 +36,7 @@ from .skip import skip_connections
 __all__ = [
     "COLUMNS",
     "Finding",
+    "FindingsTable",
     "attention_distance",
     "data_scale_and_finetuning",
     "findings_table",
@@ -52,8 +53,30 @@ __all__ = [
 ]
 
 
-def report(rows: list[Finding]):
-    """Print one line per finding (verdict and the numbers behind it); return the table."""
+class FindingsTable:
+    """A findings table for notebooks: full-width HTML, and Markdown as plain text.
+
+    Attributes:
+        rows: The :class:`Finding` rows.
+        df: The same as :func:`findings_table` (a pandas DataFrame).
+    """
+
+    def __init__(self, rows: list[Finding]) -> None:
+        self.rows = list(rows)
+        self.df = findings_table(self.rows)
+
+    def __repr__(self) -> str:
+        return to_markdown(self.rows)
+
+    def _repr_html_(self) -> str:
+        import pandas as pd
+
+        with pd.option_context("display.max_colwidth", None):
+            return self.df.to_html(index=False, na_rep="nan", float_format=lambda v: f"{v:.3f}")
+
+
+def report(rows: list[Finding]) -> FindingsTable:
+    """Print one line per finding (the verdict and the numbers behind it); return the table."""
     for row in rows:
         print(row)
-    return findings_table(rows)
+    return FindingsTable(rows)

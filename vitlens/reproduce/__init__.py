@@ -34,13 +34,14 @@ from .config import (
     probe_images,
     test_images,
 )
-from .groups import GROUPS, Group, data_probe_chart, top_layer
+from .display import static_charts
+from .groups import GROUPS, Group, data_probe_chart, top_layer, zoo_accuracy
 from .markdown import findings_markdown
 
 __all__ = ["FULL", "GROUPS", "PRETRAINED_MODELS", "QUICK", "ROLES", "ZOO_MODELS", "Group",
            "Settings", "data_probe_chart", "findings_markdown", "models", "patch_size",
-           "probe_images", "reproduce", "run_groups", "test_images", "top_layer",
-           "write_outputs"]
+           "probe_images", "reproduce", "run_groups", "static_charts", "test_images", "top_layer",
+           "write_outputs", "zoo_accuracy"]
 
 
 def run_groups(model_names: Mapping[str, Any] | None = None, settings: Settings = FULL, *,

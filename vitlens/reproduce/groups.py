@@ -81,7 +81,8 @@ def run_receptive_fields(M: Mapping[str, Any], s: Settings) -> Group:
     return g
 
 
-def _accuracy(name: Any) -> float | None:
+def zoo_accuracy(name: Any) -> float | None:
+    """The test accuracy on a zoo model's card (0-1), or ``None`` for other models."""
     from .. import zoo
 
     if not isinstance(name, str) or not name.startswith("vitlens/"):
@@ -113,8 +114,8 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
                 "fig8_cka_noskip": noskip.chart(),
                 "fig8_cka_normal": normal.chart()}
     g.findings = F.skip_connections(vit, resnet, noskip, normal,
-                                    accuracy=_accuracy(M["vit"]),
-                                    accuracy_noskip=_accuracy(M["vit_noskip"]))
+                                    accuracy=zoo_accuracy(M["vit"]),
+                                    accuracy_noskip=zoo_accuracy(M["vit_noskip"]))
     return g
 
 
