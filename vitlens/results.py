@@ -137,4 +137,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(msg)
 
 
-__all__ = ["Result", "SimilarityResult", "load_result"]
+__all__ = ["Result", "load_result"]  # SimilarityResult: see __getattr__

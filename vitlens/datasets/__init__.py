@@ -42,4 +42,5 @@ __all__ = [
     "samples",
     "synthetic",
     "to_pil",
+    "transform_for",
 ]
