@@ -17,7 +17,8 @@ uint8 noise, preprocessed by each model's own timm transform as in a real run. D
 
 ``ratio`` times ``vitlens.cka(..., cache=False)`` (preprocessing, hooks, Grams, float64
 accumulation) and the bare forward passes of both models on the preprocessed images, in
-alternation, ``--repeats`` times, and reports the median of the paired ratios. It also
+alternation, ``--repeats`` times, and reports the median of the paired ratios of CPU time
+(one thread: robust to other processes on a shared machine) and of wall time. It also
 times the Gram work alone (the engine's own per-layer routine on random features of the
 same widths): ``(bare + gram) / bare`` is the floor that exact flatten-mode CKA cannot beat.
 """
@@ -79,18 +80,30 @@ def _median_time(fn, repeats: int) -> tuple[float, list[float]]:
     return statistics.median(times), times
 
 
-def _gram_seconds(widths: list[int], n: int, repeats: int = 3) -> float:
-    """The engine's Gram route alone on random (n, d) features, summed over the layers."""
+def _timed(fn) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process). With one thread on a shared machine the
+    CPU time leaves out the time other processes had the core."""
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w, time.process_time() - c
+
+
+def _gram_seconds(widths: list[int], n: int, repeats: int = 3, cpu: bool = False) -> float:
+    """The engine's Gram route alone on random (n, d) features: one pass over the layers,
+    each timed once (cold, as in a real run), summed; the median of ``repeats`` passes."""
     from vitlens.similarity._engine import _gram_rows, _triu
 
     iu = _triu(n, torch.device("cpu"), {})
-    total = 0.0
-    for d in widths:
-        x = torch.randn(n, d)
-        best = min(_median_time(lambda x=x: _gram_rows([x], torch.float32, str, iu), 1)[0]
-                   for _ in range(repeats))
-        total += best
-    return total
+    totals = []
+    for _ in range(repeats):
+        total = 0.0
+        for d in widths:
+            x = torch.randn(n, d)
+            wall_s, cpu_s = _timed(lambda x=x: _gram_rows([x], torch.float32, str, iu))
+            total += cpu_s if cpu else wall_s
+            del x
+        totals.append(total)
+    return statistics.median(totals)
 
 
 def _widths(model: torch.nn.Module, layers: str, size: int) -> list[int]:
@@ -128,23 +141,28 @@ def bench_ratio(args: argparse.Namespace) -> list[dict]:
             cnn(xs[0][1][:8])
         vitlens.cka(vit, imgs[:8], cnn, layers_a=layers, layers_b=layers, batch_size=8,
                     progress=False, cache=False, precision=args.precision)
-        t_bare, t_e2e, ratios = [], [], []
+        bare_t, e2e_t = [], []
         for _ in range(args.repeats):  # alternate, so load drift hits both alike
-            t_bare.append(_median_time(bare, 1)[0])
-            t_e2e.append(_median_time(e2e, 1)[0])
-            ratios.append(t_e2e[-1] / t_bare[-1])
-        gram = _gram_seconds(wa + wb, bs) * len(batches) if not args.no_floor else float("nan")
+            bare_t.append(_timed(bare))
+            e2e_t.append(_timed(e2e))
+        cpu = [e[1] / b[1] for b, e in zip(bare_t, e2e_t, strict=True)]
+        wall = [e[0] / b[0] for b, e in zip(bare_t, e2e_t, strict=True)]
+        gram = (_gram_seconds(wa + wb, bs, cpu=True) * len(batches) if not args.no_floor
+                else float("nan"))
+        bare_cpu = statistics.median(b[1] for b in bare_t)
         row = {"pair": args.pair, "density": args.density, "layers": [len(wa), len(wb)],
                "batch_size": bs, "n_images": n, "precision": args.precision,
-               "threads": torch.get_num_threads(), "bare_s": t_bare, "e2e_s": t_e2e,
-               "ratio": statistics.median(ratios), "ratios": ratios,
-               "gram_s": gram, "floor": (statistics.median(t_bare) + gram)
-               / statistics.median(t_bare), "load": os.getloadavg()[0]}
+               "threads": torch.get_num_threads(), "bare": bare_t, "e2e": e2e_t,
+               "ratio_cpu": statistics.median(cpu), "ratios_cpu": cpu,
+               "ratio_wall": statistics.median(wall), "ratios_wall": wall,
+               "gram_cpu_s": gram, "floor": (bare_cpu + gram) / bare_cpu,
+               "load": os.getloadavg()[0]}
         rows.append(row)
         print(f"| {args.pair} | {args.density} ({len(wa)}x{len(wb)}) | {bs} | {n} | "
-              f"{statistics.median(t_bare):.1f} | {statistics.median(t_e2e):.1f} | "
-              f"**{row['ratio']:.3f}** ({', '.join(f'{r:.3f}' for r in ratios)}) | "
-              f"{row['floor']:.3f} | {row['load']:.1f} |", flush=True)
+              f"{bare_cpu:.1f} | {statistics.median(e[1] for e in e2e_t):.1f} | "
+              f"**{row['ratio_cpu']:.3f}** ({', '.join(f'{r:.3f}' for r in cpu)}) | "
+              f"{row['ratio_wall']:.3f} | {row['floor']:.3f} | {row['load']:.1f} |",
+              flush=True)
     return rows
 
 

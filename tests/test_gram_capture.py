@@ -125,3 +125,33 @@ def test_end_to_end_uses_hooks_and_matches_the_plain_path(monkeypatch):
     plain = vitlens.cka(vit, images, cnn, layers_a="all", batch_size=7, progress=False,
                         cache=False)
     np.testing.assert_allclose(hooked.matrix, plain.matrix, rtol=0, atol=1e-12)
+
+
+def test_prefetching_the_next_batch_changes_nothing(monkeypatch):
+    import threading
+
+    import vitlens
+    from vitlens import _cka_run
+    from vitlens.api import cka_stream
+
+    vit, cnn = make_tiny("vit"), make_tiny("resnet")
+    images = random_images(20)
+    monkeypatch.setattr(_cka_run, "PREFETCH", False)
+    plain = vitlens.cka(vit, images, cnn, batch_size=5, progress=False, cache=False)
+    monkeypatch.setattr(_cka_run, "PREFETCH", True)
+    loaded = []
+    orig = _cka_run.CKARun._load
+
+    def spy(self, idx):
+        loaded.append((idx.start, threading.current_thread().name))
+        return orig(self, idx)
+
+    monkeypatch.setattr(_cka_run.CKARun, "_load", spy)
+    fetched = vitlens.cka(vit, images, cnn, batch_size=5, progress=False, cache=False)
+    np.testing.assert_array_equal(fetched.matrix, plain.matrix)
+    assert [s for s, _ in loaded] == [0, 5, 10, 15]
+    assert all(name.startswith("vitlens-prefetch") for _, name in loaded)
+    stream = cka_stream(vit, images, cnn, batch_size=5, progress=False, cache=False)
+    next(stream)
+    stream.close()  # waits for the batch being loaded; no thread is left behind
+    assert not [t for t in threading.enumerate() if t.name.startswith("vitlens-prefetch")]

@@ -22,11 +22,19 @@ from torch import nn
 
 from . import cache as _cache
 from . import distributed as _dist
+from ._cka_support import (
+    _amp_dtype,
+    _check_images,
+    _prefetched,
+    _warn_constant,
+    model_label,
+    resolve_device,
+)
 from ._gram_capture import GramCapture, accumulate_rows, gram_route_applies
 from .capture import TOKEN_MODES, Capture
-from .datasets.images import ImageSource, as_images
+from .datasets.images import as_images
 from .datasets.preprocess import MultiModelBatches, balanced_batches, data_config
-from .errors import CaptureError, ImageError
+from .errors import CaptureError
 from .models.loading import load_model
 from .similarity_result import SimilarityResult
 
@@ -37,47 +45,7 @@ PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 AMP_TOLERANCE = 1e-4  # "auto" keeps mixed precision only within this of float32 (batch 1)
 CHECKPOINT_EVERY_S = 5.0  # at most one checkpoint per this many seconds (0: every batch)
 GRAM_IN_HOOKS = True  # flatten/spatial: reduce each layer to its Gram inside its hook
-
-
-def model_label(model: str | nn.Module) -> str:
-    """A readable name for a model: its name, or its timm architecture."""
-    if isinstance(model, str):
-        return model
-    name = getattr(model, "vitlens_name", None)  # set by load_model
-    if name:
-        return str(name)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture") or type(model).__name__
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available; under ``torchrun`` CUDA means this rank's GPU."""
-    return _dist.device_for_rank(device)
-
-
-def _check_images(images: ImageSource, images_b: ImageSource | None,
-                  n_images: int | None) -> int:
-    n = len(images)
-    if images_b is not None and len(images_b) != n:
-        msg = (f"mismatched image sets: {n} images for model A but {len(images_b)} for model B; "
-               "CKA compares the same examples, so pass image sets of equal length and order")
-        raise ImageError(msg)
-    if n_images is not None:
-        if n_images > n:
-            msg = f"n_images={n_images} but the image source has only {n} images"
-            raise ImageError(msg)
-        n = n_images
-    return n
-
-
-def _amp_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "float32":
-        return None
-    if precision == "float16":
-        return torch.float16
-    if precision == "bfloat16" or device.type != "cuda" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+PREFETCH: bool | None = None  # load batch k+1 in a thread during batch k (None: on CUDA)
 
 
 class CKARun:
@@ -197,16 +165,22 @@ class CKARun:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def _features(self, idx: range) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    def _load(self, idx: range) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The preprocessed (b, 3, H, W) inputs of model A and B (None: A's pass serves)."""
         xs = self.stream_a.load(idx)
+        if self.same and self.images_b is None:
+            return xs[0], None
+        return xs[0], self.stream_b.load(idx)[0] if self.stream_b is not None else xs[1]
+
+    def _features(self, idx: range, xs: tuple | None = None
+                  ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        xa, xb = self._load(idx) if xs is None else xs
         with self._autocast():
-            feats_a = self.cap_a.run(xs[0])
-            if self.same and self.images_b is None:
+            feats_a = self.cap_a.run(xa)
+            if xb is None:
                 fa = [feats_a[n] for n in self.layers_a]
                 return fa, (None if self.self_only else [feats_a[n] for n in self.layers_b])
-            xb = self.stream_b.load(idx)[0] if self.stream_b is not None else xs[1]
-            cap_b = self.cap_a if self.same else self.cap_b
-            feats_b = cap_b.run(xb)
+            feats_b = (self.cap_a if self.same else self.cap_b).run(xb)
         return [feats_a[n] for n in self.layers_a], [feats_b[n] for n in self.layers_b]
 
     def _add(self, engine: Any, fa: list[torch.Tensor], fb: list[torch.Tensor] | None,
@@ -221,9 +195,10 @@ class CKARun:
                 raise CaptureError(str(err)) from err
             raise
 
-    def step(self, idx: range) -> None:
-        """Capture one batch from both models and add it to the accumulator."""
-        self._add(self.engine, *self._features(idx), len(idx))
+    def step(self, idx: range, xs: tuple | None = None) -> None:
+        """Capture one batch from both models and add it to the accumulator (``xs``: its
+        inputs, already loaded)."""
+        self._add(self.engine, *self._features(idx, xs), len(idx))
 
     def result(self, done: int | None = None) -> SimilarityResult:
         """The matrix so far; ``done`` < the number of batches marks it partial."""
@@ -351,8 +326,10 @@ class CKARun:
             if self.done > before:
                 bar.update(len(self.my_batches[before]))
                 yield self.done
-            for idx in self.my_batches[self.done:]:
-                self.step(idx)
+            todo = self.my_batches[self.done:]
+            prefetch = PREFETCH if PREFETCH is not None else self.device.type == "cuda"
+            for idx, xs in zip(todo, _prefetched(self._load, todo, prefetch), strict=True):
+                self.step(idx, xs)
                 self.done += 1
                 self.checkpoint()
                 bar.update(len(idx))
@@ -401,20 +378,3 @@ class CKARun:
         finally:
             if not self.same:
                 self.cap_b.__exit__(*exc)
-
-
-def _warn_constant(result: SimilarityResult) -> None:
-    """A cached result with NaN rows or columns warns like a fresh computation."""
-    from .similarity import ConstantLayerWarning
-
-    m = result.matrix
-    if not np.isnan(m).any():
-        return
-    rows = [n for n, r in zip(result.layers_a, m, strict=True) if np.isnan(r).all()]
-    cols = [n for n, c in zip(result.layers_b, m.T, strict=True) if np.isnan(c).all()
-            and not (result.layers_a == result.layers_b and n in rows)]
-    for side, names in (("A", rows), ("B", cols)):
-        for name in names:
-            msg = (f"layer {name!r} (model {side}) was constant over every batch (its U-centred "
-                   "Gram is zero), so its CKA is NaN (cached result)")
-            warnings.warn(msg, ConstantLayerWarning, stacklevel=4)
