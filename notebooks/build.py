@@ -79,8 +79,9 @@ def execute_one(src: Path, out: Path) -> None:
                    resources={"metadata": {"path": str(HERE)}}).execute()
     seconds = time.perf_counter() - start
     nbformat.write(nb, out)
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel (Linux: KiB)
-    print(json.dumps({"seconds": round(seconds, 1), "peak_mb": round(peak_kb / 1024)}))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # the kernel, once shut down
+    print(json.dumps({"seconds": round(seconds, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime),
+                      "peak_mb": round(usage.ru_maxrss / 1024)}))  # Linux: ru_maxrss in KiB
 
 
 def _update_readme(measured: dict[str, dict]) -> None:
@@ -90,12 +91,13 @@ def _update_readme(measured: dict[str, dict]) -> None:
         old = text.split(TABLE_START)[1].split(TABLE_END)[0]
         for line in old.splitlines():
             cells = [c.strip() for c in line.strip("|").split("|")]
-            if len(cells) == 3 and cells[0].startswith("`"):
+            if len(cells) == 4 and cells[0].startswith("`"):
                 rows[cells[0].strip("`")] = cells[1:]
     for name, m in measured.items():
-        rows[name] = [f"{m['seconds']:.0f}", f"{m['peak_mb']}"]
-    lines = ["| notebook | execution time (s) | peak memory (MB) |", "|---|---|---|"]
-    lines += [f"| `{k}` | {v[0]} | {v[1]} |" for k, v in sorted(rows.items())]
+        rows[name] = [f"{m['seconds']:.0f}", f"{m['cpu_s']}", f"{m['peak_mb']}"]
+    lines = ["| notebook | wall time (s) | kernel CPU time (s) | peak memory (MB) |",
+             "|---|---|---|---|"]
+    lines += [f"| `{k}` | {' | '.join(v)} |" for k, v in sorted(rows.items())]
     table = "\n".join(lines)
     if TABLE_START in text:
         head, rest = text.split(TABLE_START)
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         measured[f"{src.stem}.ipynb"] = m
-        print(f"{src.stem}: {m['seconds']} s, peak {m['peak_mb']} MB", flush=True)
+        print(f"{src.stem}: {m['seconds']} s wall, {m['cpu_s']} s CPU, peak {m['peak_mb']} MB",
+              flush=True)
     if measured:
         _update_readme(measured)
     return 0

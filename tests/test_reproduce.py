@@ -109,3 +109,21 @@ def test_static_svg_charts_are_compact_and_offline():
     assert svg.startswith("<svg") and "<script" not in svg and "cdn" not in svg
     assert svg.count("<path") >= 49 and svg.count("aria-label") < 5  # no label per cell
     assert not re.search(r"\d\.\d{3}", svg)
+
+
+def test_parameter_cell_switches_every_role():
+    from vitlens import zoo
+    from vitlens.reproduce import ROLES, models
+
+    z, p = models("zoo"), models("pretrained")
+    assert set(z) == set(p) == set(ROLES)
+    assert all(name.startswith("vitlens/") and name[8:] in zoo.names() for name in z.values())
+    # the paper's public checkpoints (PAPER.md), never the bare BiT names
+    assert p["vit"] == "vit_base_patch16_224.augreg_in21k"
+    assert p["resnet"] == "resnetv2_50x1_bit.goog_in21k"
+    assert p["mixer"] == "mixer_b16_224.goog_in21k"
+    # models without a public counterpart stay on the zoo, with a zoo reference
+    for role in ("vit_noskip", "vit_3pct", "vit_10pct", "vit_30pct", "vit_zoo"):
+        assert p[role] == z[role]
+    with pytest.raises(ValueError, match="choose 'zoo'"):
+        models("imagenet")

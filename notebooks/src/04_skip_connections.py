@@ -66,12 +66,13 @@ vitlens.widgets.ResidualExplorer(M["vit"], result=vit_res)
 # removed (the paper trained its own; there is no public checkpoint, so this uses the zoo in
 # both modes). `skip_removal_structure` computes the within-model CKA and finds the best
 # split into two contiguous groups of layers (the split that maximises mean CKA within the
-# groups minus mean CKA between them). The normal ViT is split the same way for comparison.
+# groups minus mean CKA between them). The normal ViT of the same architecture (`vit_zoo`) is
+# split the same way for comparison.
 
 # %%
 noskip = skip_removal_structure(M["vit_noskip"], images, layers="all", batch_size=BATCH_SIZE,
                                 progress=False)
-normal = skip_removal_structure(vitlens.cka(M["vit"], images, layers_a="all",
+normal = skip_removal_structure(vitlens.cka(M["vit_zoo"], images, layers_a="all",
                                             batch_size=BATCH_SIZE, progress=False))
 print(noskip)
 print(normal)
@@ -82,7 +83,7 @@ noskip.chart(size=300) | normal.chart(size=300)
 # when the model was trained; `None` for models outside the zoo):
 
 # %%
-acc = {role: reproduce.zoo_accuracy(M[role]) for role in ("vit", "vit_noskip")}
+acc = {role: reproduce.zoo_accuracy(M[role]) for role in ("vit_zoo", "vit_noskip")}
 print({role: None if a is None else f"{100 * a:.1f}%" for role, a in acc.items()})
 
 # %% [markdown]
@@ -98,6 +99,6 @@ print({role: None if a is None else f"{100 * a:.1f}%" for role, a in acc.items()
 # 6. Fig 8 accuracy: removing the skips costs between 0.5 and 15 percentage points.
 
 # %%
-rows = findings.skip_connections(vit_res, resnet_res, noskip, normal, accuracy=acc["vit"],
+rows = findings.skip_connections(vit_res, resnet_res, noskip, normal, accuracy=acc["vit_zoo"],
                                  accuracy_noskip=acc["vit_noskip"])
 findings.report(rows)

@@ -39,11 +39,12 @@ print(M["vit"], "on", images)
 #
 # `data_scale` runs the four models over the images once and keeps block *i* vs block *i*
 # (the full block-by-block matrices are in `scale.arrays["full"]`). There are no public
-# checkpoints of the paper's data fractions, so this uses the zoo in both modes.
+# checkpoints of the paper's data fractions, so this uses the zoo in both modes: `vit_zoo` is
+# the zoo ViT trained on all the data.
 
 # %%
 scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"]},
-                   M["vit"], images, batch_size=BATCH_SIZE, progress=False)
+                   M["vit_zoo"], images, batch_size=BATCH_SIZE, progress=False)
 print(scale)
 scale.chart(title="Fig 12: per-block CKA with the 100% model")
 

@@ -23,6 +23,7 @@ ROLES = {
     "resnet": "a ResNet (BiT ResNet50x1)",
     "mixer": "an MLP-Mixer (Mixer-B/16)",
     "vit_small_data": "the ViT trained on little data (3%; ImageNet-1k instead of 21k for timm)",
+    "vit_zoo": "the zoo's CLS ViT: the same-architecture reference for zoo-only models",
     "vit_3pct": "the ViT trained on 3% of the data",
     "vit_10pct": "the ViT trained on 10% of the data",
     "vit_30pct": "the ViT trained on 30% of the data",
@@ -36,6 +37,7 @@ ZOO_MODELS = {
     "resnet": "vitlens/resnet",
     "mixer": "vitlens/mixer",
     "vit_small_data": "vitlens/vit-cls-3pct",
+    "vit_zoo": "vitlens/vit-cls",
     "vit_3pct": "vitlens/vit-cls-3pct",
     "vit_10pct": "vitlens/vit-cls-10pct",
     "vit_30pct": "vitlens/vit-cls-30pct",
@@ -45,7 +47,8 @@ ZOO_MODELS = {
 
 #: The closest public checkpoints (PAPER.md). Roles without a public counterpart (the
 #: data-fraction ViTs and the no-skip ViT were trained by the paper's authors) keep the zoo
-#: model. The GAP ViT has 4 register tokens, unlike the paper's.
+#: model, and are compared with ``vit_zoo``, the zoo ViT of the same architecture. The GAP
+#: ViT has 4 register tokens, unlike the paper's.
 PRETRAINED_MODELS = {
     **ZOO_MODELS,
     "vit": "vit_base_patch16_224.augreg_in21k",

@@ -104,7 +104,7 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
     vit = residual_ratio(M["vit"], images, **kw)
     resnet = residual_ratio(M["resnet"], images, **kw)
     noskip = skip_removal_structure(M["vit_noskip"], images, layers="all", **kw)
-    normal = skip_removal_structure(cka(M["vit"], images, layers_a="all", **kw))
+    normal = skip_removal_structure(cka(M["vit_zoo"], images, layers_a="all", **kw))
     g.results = {"residual_vit": vit, "residual_resnet": resnet, "cka_noskip": noskip,
                  "cka_normal": normal}
     g.charts = {"fig7_residual_ratio_vit": vit.chart(kind="ratio"),
@@ -114,7 +114,7 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
                 "fig8_cka_noskip": noskip.chart(),
                 "fig8_cka_normal": normal.chart()}
     g.findings = F.skip_connections(vit, resnet, noskip, normal,
-                                    accuracy=zoo_accuracy(M["vit"]),
+                                    accuracy=zoo_accuracy(M["vit_zoo"]),
                                     accuracy_noskip=zoo_accuracy(M["vit_noskip"]))
     return g
 
@@ -184,7 +184,7 @@ def run_scale(M: Mapping[str, Any], s: Settings) -> Group:
     images = test_images(s.n_images)
     kw = dict(batch_size=s.batch_size, progress=False)
     scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"]},
-                       M["vit"], images, **kw)
+                       M["vit_zoo"], images, **kw)
     domains = {"domain 0 (pretraining style)": images,
                "domain 1 (fine-tuning style)": test_images(s.n_images, domain=1)}
     ft = finetune_similarity(M["vit"], M["vit_ft"], domains, **kw)
