@@ -165,7 +165,3 @@ def check_same(meta_a: dict, meta_b: dict, keys: Sequence[str], what: str) -> No
                    f"{meta_a.get(key)!r} vs {meta_b.get(key)!r}")
             raise ValueError(msg)
 
-
-def centre_index(size: int) -> int:
-    """The centre position of an axis of ``size`` (for even sizes, the upper of the two)."""
-    return size // 2
