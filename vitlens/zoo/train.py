@@ -143,7 +143,7 @@ def train_model(
     bs = batch_size or cfg["batch_size"]
     test_n = test_n or cfg["test_n"]
     lr = cfg["ft_lr" if ft else "lr"]
-    n_full = n_train or cfg["n_train"] or steps * bs
+    n_full = n_train or spec["n_train"] or cfg["n_train"] or steps * bs
     n_used = max(bs, round(spec["fraction"] * n_full)) if spec["fraction"] < 1 else n_full
     n_used = min(n_used, n_full)
     out_dir = Path(out) if out is not None else WEIGHTS_DIR.parent

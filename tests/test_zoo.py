@@ -1,0 +1,173 @@
+"""The offline zoo: names and cards, loading, accuracy against the cards, the no-skip block,
+bad input, and a smoke test that trains a few steps of every architecture."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vitlens.errors import WeightsUnavailableError
+from vitlens.zoo import ZooNameError, card, names, registry
+from vitlens.zoo._specs import NOSKIP_BLOCK, WEIGHTS_DIR
+
+EXPECTED = [
+    "vit-cls", "vit-gap", "resnet", "mixer", "vit-cls-3pct", "vit-cls-10pct",
+    "vit-cls-30pct", f"vit-noskip-{NOSKIP_BLOCK}", "vit-cls-ft",
+]  # fmt: skip
+
+
+def test_names_and_cards():
+    assert names() == EXPECTED
+    for name in names():
+        c = card(name)
+        assert c["name"] == name and card(f"vitlens/{name}") == c
+        for key in ("architecture", "params", "dataset", "steps", "wall_time_s", "test"):
+            assert key in c, (name, key)
+        assert 0.0 <= c["test_accuracy"] <= 1.0
+        assert c["test"]["seed"] not in (c["dataset"]["seed"], 20_000)
+
+
+def test_import_is_cheap():
+    code = "import sys, vitlens.zoo as z; z.names(); z.card('vit-cls'); print(sorted(m for m in sys.modules if m.startswith('vitlens.zoo')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "vitlens.zoo.train" not in out.stdout and "vitlens.zoo.registry" not in out.stdout
+
+
+def test_cards_show_the_expected_orderings():
+    acc = {n: card(n)["test_accuracy"] for n in names()}
+    for full in ("vit-cls", "vit-gap", "resnet", "mixer"):
+        assert acc[full] > 0.5, (full, acc[full])  # chance is 0.1
+    assert acc["vit-cls-3pct"] < acc["vit-cls-10pct"] < acc["vit-cls-30pct"] < acc["vit-cls"]
+    assert acc[f"vit-noskip-{NOSKIP_BLOCK}"] < acc["vit-cls"]
+    ft = card("vit-cls-ft")["test_accuracy_by_domain"]
+    base = card("vit-cls")["test_accuracy_by_domain"]
+    assert ft["1"] > base["1"]  # fine-tuning helped on the new domain
+
+
+def test_bundled_weights_fit_the_budget():
+    files = sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    assert [f.stem for f in files] == sorted(names())
+    assert sum(f.stat().st_size for f in files) <= 30 * 2**20
+
+
+def test_every_model_matches_its_card_on_a_fresh_test_split():
+    """A test split with a seed no card used (n=1000 per model) agrees within 3 points."""
+    from vitlens.zoo.train import evaluate
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    for name in names():
+        c = card(name)
+        model = registry.load(name)
+        acc = evaluate(model, n=1000, seed=20_000, domain=c["test"]["domain"])
+        assert abs(acc - c["test_accuracy"]) <= 0.03, (name, acc, c["test_accuracy"])
+    assert time.perf_counter() - t0 < 300
+
+
+def test_load_gives_eval_model_with_data_config():
+    import timm.data
+
+    model = registry.load("vitlens/vit-cls")
+    assert not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    cfg = timm.data.resolve_data_config(model=model)
+    assert cfg["input_size"] == (3, 64, 64) and cfg["mean"] == (0.5, 0.5, 0.5)
+    assert cfg["crop_pct"] == 1.0
+    assert "hf_hub_id" not in model.pretrained_cfg
+    with torch.no_grad():
+        assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_architectures_are_timm_models():
+    from timm.models.mlp_mixer import MlpMixer
+    from timm.models.resnetv2 import ResNetV2
+    from timm.models.vision_transformer import VisionTransformer
+
+    vit, gap = registry.create("vit-cls"), registry.create("vit-gap")
+    assert isinstance(vit, VisionTransformer) and vit.patch_embed.grid_size == (8, 8)
+    assert vit.cls_token is not None and gap.cls_token is None and gap.global_pool == "avg"
+    rn = registry.create("resnet")
+    assert isinstance(rn, ResNetV2) and len(rn.stages) >= 3
+    assert all(len(s.blocks) >= 2 for s in rn.stages)
+    assert isinstance(registry.create("mixer"), MlpMixer)
+
+
+def test_noskip_block_drops_both_residuals():
+    from timm.models.vision_transformer import Block
+
+    from vitlens.zoo.architectures import NoSkipBlock
+
+    model = registry.create(f"vit-noskip-{NOSKIP_BLOCK}").eval()
+    kinds = [type(b) for b in model.blocks]
+    assert kinds[NOSKIP_BLOCK] is NoSkipBlock and kinds.count(Block) == len(kinds) - 1
+    assert 0 < NOSKIP_BLOCK < len(kinds) - 1  # a middle block
+    blk = model.blocks[NOSKIP_BLOCK]
+    for attr in ("norm1", "attn", "ls1", "norm2", "mlp", "ls2"):
+        assert hasattr(blk, attr)
+    x = torch.randn(2, 65, model.embed_dim)
+    with torch.no_grad():
+        h = blk.attn(blk.norm1(x))
+        torch.testing.assert_close(blk(x), blk.mlp(blk.norm2(h)))
+        torch.testing.assert_close(Block.forward(blk, x), x + h + blk.mlp(blk.norm2(x + h)))
+
+
+@pytest.mark.parametrize("bad", ["vit-clss", "vitlens/vit-gapp", "resnet50"])
+def test_unknown_name_lists_the_zoo(bad):
+    for fn in (card, registry.create, registry.load):
+        with pytest.raises(KeyError) as info:
+            fn(bad)
+        assert isinstance(info.value, ValueError) and isinstance(info.value, ZooNameError)
+        assert "vit-cls" in str(info.value) and "mixer" in str(info.value)
+    with pytest.raises(KeyError, match="Did you mean 'vit-cls'"):
+        card("vit-clss")
+
+
+def test_corrupt_or_missing_weights_name_the_file(tmp_path):
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"this is not a safetensors file")
+    with pytest.raises(WeightsUnavailableError, match="broken.safetensors"):
+        registry.load("vit-cls", bad)
+    with pytest.raises(WeightsUnavailableError, match="nothing.safetensors"):
+        registry.load("vit-cls", tmp_path / "nothing.safetensors")
+    with pytest.raises(WeightsUnavailableError, match="does not fit"):
+        registry.load("vit-cls", registry.weights_path("mixer"))
+
+
+def test_smoke_train_every_architecture_and_reload(tmp_path):
+    from vitlens.zoo.train import main, train_model
+
+    kw = dict(steps=2, n_train=64, test_n=32, batch_size=16, progress=False, out=tmp_path)
+    for name in (
+        "vit-cls",
+        "vit-gap",
+        "resnet",
+        "mixer",
+        f"vit-noskip-{NOSKIP_BLOCK}",
+        "vit-cls-10pct",
+        "vit-cls-ft",
+    ):
+        c = train_model(name, **kw)
+        saved = json.loads((tmp_path / "cards" / f"{name}.json").read_text())
+        assert saved == c and c["steps"] == 2
+        model = registry.load(name, tmp_path / "weights" / f"{name}.safetensors")
+        with torch.no_grad():
+            assert torch.isfinite(model(torch.zeros(1, 3, 64, 64))).all()
+    cards = {
+        n: json.loads((tmp_path / "cards" / f"{n}.json").read_text())
+        for n in ("vit-cls", "vit-cls-10pct")
+    }
+    assert cards["vit-cls-10pct"]["dataset"]["n_used"] < cards["vit-cls"]["dataset"]["n_used"]
+    # seeded: the same run gives the same weights; the CLI runs too
+    first = registry.load("vit-gap", tmp_path / "weights" / "vit-gap.safetensors").state_dict()
+    train_model("vit-gap", **kw)
+    again = registry.load("vit-gap", tmp_path / "weights" / "vit-gap.safetensors").state_dict()
+    for k, v in first.items():  # same seed, same weights (up to float16 rounding)
+        torch.testing.assert_close(again[k], v, atol=2e-3, rtol=2e-3)
+    argv = ["resnet", "--steps", "1", "--n-train", "32", "--test-n", "16", "--out", str(tmp_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert json.loads((tmp_path / "cards" / "resnet.json").read_text())["steps"] == 1
