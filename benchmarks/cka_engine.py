@@ -264,6 +264,7 @@ def engines_worker(spec: dict) -> dict:
     engines = {"vitlens": VitlensEngine(), "pytorch-cka": PytorchCkaEngine(),
                "torch-cka": TorchCkaEngine(batches, rows)}
     times = dict.fromkeys(engines, 0.0)
+    cpu = dict.fromkeys(engines, 0.0)
     peaks = dict.fromkeys(engines, 0.0)
     ref = Reference()
     x_all = images(n * batches)
@@ -276,9 +277,10 @@ def engines_worker(spec: dict) -> dict:
             add_offsets(fb, shb, seed=100 + b)
         for name, eng in engines.items():
             with PeakRSS() as p:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 eng.update(fa, fb)
                 times[name] += time.perf_counter() - t0
+                cpu[name] += time.process_time() - c0
             peaks[name] = max(peaks[name], p.mib)
         ref.update(fa, fb)
         del fa, fb
@@ -286,13 +288,15 @@ def engines_worker(spec: dict) -> dict:
     out = {"dims_a": [int(np.prod(s[1:])) for s in sha], "dims_b": [int(np.prod(s[1:]))
                                                                    for s in shb]}
     for name, eng in engines.items():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         m = eng.compute()
         times[name] += time.perf_counter() - t0
+        cpu[name] += time.process_time() - c0
         r = refm if name != "torch-cka" or rows is None else refm[rows]
-        out[name] = {"seconds": times[name], "peak_mib": peaks[name],
-                     "max_abs_err": float(np.nanmax(np.abs(m - r))),
-                     "nan": int(np.isnan(m).sum())}
+        fin = np.isfinite(m)
+        out[name] = {"seconds": times[name], "cpu_seconds": cpu[name], "peak_mib": peaks[name],
+                     "max_abs_err": float(np.abs(m - r)[fin].max()) if fin.any() else np.nan,
+                     "nan": int((~fin).sum())}
     out["reference"] = refm.tolist()
     out["ref_min_abs"] = float(np.abs(refm).min())
     return out
@@ -307,7 +311,7 @@ def e2e_worker(spec: dict) -> dict:
     x_all = images(n * batches)
     loader = DataLoader(TensorDataset(x_all, torch.zeros(len(x_all))), batch_size=n)
     with PeakRSS() as p:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if tool == "vitlens":
             import vitlens
 
@@ -328,14 +332,19 @@ def e2e_worker(spec: dict) -> dict:
             with torch.no_grad():  # compare() itself keeps autograd on; this only helps it
                 c.compare(loader)
             mat = c.export()["CKA"].double().numpy()
-        seconds = time.perf_counter() - t0
+        seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     import resource
 
-    return {"seconds": seconds, "peak_mib": p.mib, "matrix": mat.tolist(),
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": p.mib,
+            "matrix": mat.tolist(),
             "ru_maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+THREADS = 0
+
+
 def _spawn(spec: dict) -> dict:
+    spec = dict(spec, threads=THREADS)
     load0 = os.getloadavg()[0]
     env = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -355,19 +364,23 @@ def report(res: dict, args) -> str:
     b, p = res["blocks"], res.get("paper")
     lines = [f"n = {args.n} per batch, {args.batches} batches (blocks), "
              f"{args.paper_batches} batches (paper); torch {torch.__version__}, "
-             f"{os.cpu_count()} CPU cores", ""]
+             f"{os.cpu_count()} CPU cores, torch threads: {args.threads or 'default'}", ""]
     lines += ["**ViT-Tiny blocks (12) vs ResNet-18 units (8)**", "",
-              "| tool | end-to-end s | anchor / vitlens | engine-only s | anchor / vitlens "
-              "| peak RSS e2e MiB | peak RSS engine MiB | max abs err e2e | max abs err engine |",
+              "| tool | end-to-end s (CPU s) | anchor / vitlens | engine-only s (CPU s) "
+              "| anchor / vitlens | peak RSS e2e MiB | peak RSS engine MiB | max abs err e2e "
+              "| max abs err engine |",
               "|---|---|---|---|---|---|---|---|---|"]
     e2e, eng = res["e2e"], b
     for tool in ("vitlens", "torch-cka", "pytorch-cka"):
-        te, tg = e2e[tool], eng[tool]
+        te, tg = e2e.get(tool, {"error": "not run"}), eng[tool]
         if "error" in te:
-            te = {"seconds": float("nan"), "peak_mib": float("nan"), "err": float("nan")}
+            te = {"seconds": float("nan"), "cpu_seconds": float("nan"), "peak_mib": float("nan"),
+                  "err": float("nan")}
         lines.append(
-            f"| {tool} | {te['seconds']:.1f} | {te['seconds'] / e2e['vitlens']['seconds']:.2f} "
-            f"| {tg['seconds']:.3f} | {tg['seconds'] / eng['vitlens']['seconds']:.1f} "
+            f"| {tool} | {te['seconds']:.1f} ({te['cpu_seconds']:.1f}) "
+            f"| {te['seconds'] / e2e.get('vitlens', te)['seconds']:.2f} "
+            f"| {tg['seconds']:.2f} ({tg['cpu_seconds']:.2f}) "
+            f"| {tg['seconds'] / eng['vitlens']['seconds']:.2f} "
             f"| {te['peak_mib']:.0f} | {tg['peak_mib']:.0f} | {_fmt_err(te['err'])} "
             f"| {_fmt_err(tg['max_abs_err'])} |")
     if p is not None:
@@ -375,13 +388,16 @@ def report(res: dict, args) -> str:
         lines += ["", f"**Paper density: 72 ViT-Tiny points vs 43 ResNet-18 points, with "
                   f"per-channel offsets** (smallest |CKA| in the reference: "
                   f"{p['ref_min_abs']:.1e})", "",
-                  "| tool | engine-only s | anchor / vitlens | peak RSS MiB | max abs err | NaN |",
+                  "| tool | engine-only s (CPU s) | anchor / vitlens | peak RSS MiB "
+                  "| max abs err (finite entries) | NaN/inf entries |",
                   "|---|---|---|---|---|---|"]
         for tool in ("vitlens", "torch-cka", "pytorch-cka"):
             t = p[tool]
-            sec = t["seconds"] * (72 / rows if tool == "torch-cka" else 1)
-            note = f" (extrapolated from {rows} of 72 rows)" if tool == "torch-cka" else ""
-            lines.append(f"| {tool} | {sec:.2f}{note} | {sec / p['vitlens']['seconds']:.1f} "
+            scale = 72 / rows if tool == "torch-cka" else 1
+            sec, cpu = t["seconds"] * scale, t["cpu_seconds"] * scale
+            note = f", extrapolated from {rows} of 72 rows" if tool == "torch-cka" else ""
+            lines.append(f"| {tool} | {sec:.2f} ({cpu:.2f}{note}) "
+                         f"| {sec / p['vitlens']['seconds']:.1f} "
                          f"| {t['peak_mib']:.0f} | {_fmt_err(t['max_abs_err'])} | {t['nan']} |")
     lines += ["", "Load average (1 min) at the start of each worker: "
               + ", ".join(f"{k} {v[0]:.1f}" for k, v in res["loads"].items())]
@@ -397,17 +413,24 @@ def main() -> None:
     ap.add_argument("--tcka-rows", default="0,14,28,43,57,71",
                     help="paper case: ViT rows torch-cka computes (time extrapolated to 72)")
     ap.add_argument("--no-paper", action="store_true")
+    ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads in the workers (default: torch's default)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
+        if spec.get("threads"):
+            torch.set_num_threads(spec["threads"])
         fn = engines_worker if spec["kind"] == "engines" else e2e_worker
         print(json.dumps(fn(spec)))
         return
     if args.quick:
         args.n, args.batches, args.paper_batches = 64, 2, 1
     args.tcka_rows_list = [int(r) for r in args.tcka_rows.split(",")]
+    global THREADS
+    THREADS = args.threads
     res: dict = {"e2e": {}, "loads": {}}
     t_start = time.perf_counter()
     res["blocks"] = _spawn({"kind": "engines", "case": "blocks", "n": args.n,
@@ -416,7 +439,7 @@ def main() -> None:
         sys.exit(f"engines worker failed: {res['blocks']['error']}")
     res["loads"]["engines(blocks)"] = res["blocks"]["load"]
     ref = np.asarray(res["blocks"]["reference"])
-    for tool in ("vitlens", "torch-cka", "pytorch-cka"):
+    for tool in () if args.no_e2e else ("vitlens", "torch-cka", "pytorch-cka"):
         out = _spawn({"kind": "e2e", "tool": tool, "n": args.n, "batches": args.batches})
         if "error" not in out:
             out["err"] = float(np.nanmax(np.abs(np.asarray(out["matrix"]) - ref)))

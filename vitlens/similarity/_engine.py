@@ -26,7 +26,7 @@ import torch
 __all__: list[str] = []
 
 _BUF_ELEMS = 1 << 22  # elements of the centring buffer: 16 MiB in float32 (cache sized)
-_STRIP_MIN = 64  # smallest row strip of the block-triangular Gram (n < 128: full product)
+_STRIP_MIN = 32  # smallest row strip of the block-triangular Gram (n < 64: full product)
 _CONST_RTOL = 64.0  # U-centred Gram below this many ulps of max|K| counts as exactly zero
 
 Labeller = Callable[[int], str]
@@ -61,7 +61,7 @@ def _centred_gram_into(k: torch.Tensor, x: torch.Tensor) -> None:
     ``k`` is zero on entry and sets the dtype. The column means are taken once; column
     chunks are then centred into one reused buffer (at most ``_BUF_ELEMS`` elements) and
     their Grams added. Only the upper block triangle is computed, in row strips of
-    ``max(64, n // 4)`` rows (5/8 of the work of a full product at n = 256); entries below
+    ``max(32, n // 4)`` rows (5/8 of the work of a full product for n >= 128); entries below
     the strips' diagonal blocks are left as they were.
     """
     n, d = x.shape
