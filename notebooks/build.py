@@ -8,18 +8,21 @@ Sources use the "percent" format: a line ``# %%`` starts a code cell, ``# %% [ma
 Markdown cell (its lines start with ``# ``) and ``# %% tags=["parameters"]`` the parameter
 cell. Each notebook is executed in a fresh kernel, in its own process, with its working
 directory in ``notebooks/``; the outputs are saved into the ``.ipynb`` (nbval compares them in
-CI). The wall time and the kernel's peak memory (max RSS) of every executed notebook are
-written to the table in ``notebooks/README.md``.
+CI). Each runs with an empty result cache (a fresh ``VITLENS_CACHE_DIR``), and its wall time,
+the kernel's CPU time and the kernel's peak memory (max RSS) are written to the table in
+``notebooks/README.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -127,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             nbformat.write(parse(src), out)
             print(f"wrote {out.name}")
             continue
-        proc = subprocess.run([sys.executable, __file__, "--execute-one", str(src), str(out)],
-                              capture_output=True, text=True, check=False)
+        with tempfile.TemporaryDirectory(prefix="vitlens-nb-cache-") as cache:
+            env = dict(os.environ, VITLENS_CACHE_DIR=cache)  # a cold cache: honest timings
+            proc = subprocess.run([sys.executable, __file__, "--execute-one", str(src), str(out)],
+                                  capture_output=True, text=True, check=False, env=env)
         if proc.returncode != 0:
             print(proc.stdout[-3000:], proc.stderr[-6000:], file=sys.stderr)
             print(f"FAILED {src.stem}", file=sys.stderr)
