@@ -4,6 +4,7 @@ Run from the repository root (results and commands in benchmarks/README.md, "End
 
     python benchmarks/end_to_end.py ratio --pair vitb16-r50 --density blocks --batch-sizes 64
     python benchmarks/end_to_end.py ratio --pair zoo --density paper --batch-sizes 64,128,256
+    python benchmarks/end_to_end.py profile --pair vitb16-r50 --batch-sizes 64 --repeats 1
     python benchmarks/end_to_end.py precision --pair vitb16-r50 --n 64
     python benchmarks/end_to_end.py memory --pair zoo --images 512,4096
     python benchmarks/end_to_end.py dist --pair zoo --n 2048
@@ -187,6 +188,65 @@ def bench_precision(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def bench_profile(args: argparse.Namespace) -> list[dict]:
+    """Where an end-to-end run spends its CPU time: image loading and preprocessing, the
+    forward passes (hooks included), the Gram work done inside the hooks, the float64
+    accumulation, and the rest; next to the bare forward passes of the same images."""
+    from vitlens import _cka_run, _gram_capture
+    from vitlens.datasets import preprocess
+
+    vit, cnn, size = load_pair(args.pair)
+    layers = "blocks" if args.density == "blocks" else "all"
+    bs = args.batch_sizes[0]
+    n = bs * args.batches
+    imgs = noise_images(n, size)
+    spent = dict.fromkeys(("load", "forward+hooks", "grams", "accumulate"), 0.0)
+
+    def timed(key, fn):
+        def wrapper(*a, **k):
+            t = time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[key] += time.process_time() - t
+        return wrapper
+
+    preprocess.MultiModelBatches.load = timed("load", preprocess.MultiModelBatches.load)
+    _gram_capture.GramCapture._reduce = timed("grams", _gram_capture.GramCapture._reduce)
+    _gram_capture.GramCapture.run = timed("forward+hooks", _gram_capture.GramCapture.run)
+    _cka_run.accumulate_rows = timed("accumulate", _cka_run.accumulate_rows)
+    batches = balanced_batches(n, bs)
+    stream = MultiModelBatches(as_images(imgs), [vit, cnn], batches)
+    xs = [stream.load(b) for b in batches]
+    with torch.no_grad():
+        vit(xs[0][0][:4])
+        cnn(xs[0][1][:4])
+    rows = []
+    for _ in range(args.repeats):
+        for key in spent:
+            spent[key] = 0.0
+
+        def bare(xs=xs) -> None:
+            with torch.no_grad():
+                for xa, xb in xs:
+                    vit(xa)
+                    cnn(xb)
+
+        bare_s = _timed(bare)[1]
+        e2e_s = _timed(lambda: vitlens.cka(vit, imgs, cnn, layers_a=layers, layers_b=layers,
+                                           batch_size=bs, progress=False, cache=False))[1]
+        forward = spent["forward+hooks"] - spent["grams"]
+        rest = e2e_s - spent["forward+hooks"] - spent["load"] - spent["accumulate"]
+        row = {"pair": args.pair, "density": args.density, "batch_size": bs, "n_images": n,
+               "bare_cpu_s": bare_s, "e2e_cpu_s": e2e_s, "forward_cpu_s": forward,
+               **{f"{k}_cpu_s": v for k, v in spent.items()}, "rest_cpu_s": rest}
+        rows.append(row)
+        print(f"| {args.pair} | {args.density} | {bs} | {bare_s:.1f} | {e2e_s:.1f} | "
+              f"{forward:.1f} | {spent['grams']:.2f} | {spent['load']:.2f} | "
+              f"{spent['accumulate']:.3f} | {rest:.2f} |", flush=True)
+    return rows
+
+
 class _LazyNoise(torch.utils.data.Dataset):
     """Images generated from their index on access: the image set itself takes no memory."""
 
@@ -201,7 +261,10 @@ class _LazyNoise(torch.utils.data.Dataset):
                                                  dtype=np.uint8)
 
 
-def _memory_worker(pair: str, n: int, bs: int, density: str) -> dict:
+def _memory_worker(pair: str, n: int, bs: int, density: str, plain: bool) -> dict:
+    from vitlens import _cka_run
+
+    _cka_run.GRAM_IN_HOOKS = not plain
     vit, cnn, size = load_pair(pair)
     layers = "blocks" if density == "blocks" else "all"
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -210,7 +273,7 @@ def _memory_worker(pair: str, n: int, bs: int, density: str) -> dict:
                 batch_size=bs, progress=False, cache=False)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"n_images": n, "peak_mib": peak / 1024, "before_mib": base / 1024,
-            "seconds": time.perf_counter() - t}
+            "seconds": time.perf_counter() - t, "grams_in_hooks": not plain}
 
 
 def bench_memory(args: argparse.Namespace) -> list[dict]:
@@ -218,11 +281,12 @@ def bench_memory(args: argparse.Namespace) -> list[dict]:
     for n in args.images:
         cmd = [sys.executable, __file__, "memory-worker", "--pair", args.pair, "--n", str(n),
                "--batch-size", str(args.batch_size), "--density", args.density,
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads)] + (["--plain"] if args.plain else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"| {args.pair} {args.density} | {r['n_images']} | {args.batch_size} | "
+        print(f"| {args.pair} {args.density} | {'hooks' if not args.plain else 'plain'} | "
+              f"{r['n_images']} | {args.batch_size} | "
               f"{r['before_mib']:.0f} | {r['peak_mib']:.0f} | {r['seconds']:.1f} |", flush=True)
     a, b = rows[0]["peak_mib"], rows[-1]["peak_mib"]
     print(f"peak difference {100 * (b - a) / a:+.1f}% ({rows[0]['n_images']} vs "
@@ -293,7 +357,8 @@ def bench_dist(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["ratio", "precision", "memory", "dist", "memory-worker"])
+    ap.add_argument("what", choices=["ratio", "profile", "precision", "memory", "dist",
+                                     "memory-worker"])
     ap.add_argument("--pair", default="vitb16-r50", choices=["vitb16-r50", "zoo"])
     ap.add_argument("--density", default="blocks", choices=["blocks", "paper"])
     ap.add_argument("--batch-sizes", default="64,128,256")
@@ -306,6 +371,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 by default: stable timings on a shared machine)")
     ap.add_argument("--no-floor", action="store_true", help="skip timing the Gram floor")
+    ap.add_argument("--plain", action="store_true",
+                    help="memory: hold every layer until the batch ends (no Grams in hooks)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: small and few")
     ap.add_argument("--json", type=Path, help="append the raw results here (JSON lines)")
     args = ap.parse_args()
@@ -316,11 +383,12 @@ def main() -> None:
         args.batch_sizes, args.repeats = args.batch_sizes[:1], 1
         args.n, args.images = min(args.n, 128), [min(n, 1024) for n in args.images]
     if args.what == "memory-worker":
-        print(json.dumps(_memory_worker(args.pair, args.n, args.batch_size, args.density)))
+        print(json.dumps(_memory_worker(args.pair, args.n, args.batch_size, args.density,
+                                        args.plain)))
         return
     print(f"# {args.what} {args.pair} threads={args.threads} load={os.getloadavg()}")
-    rows = {"ratio": bench_ratio, "precision": bench_precision, "memory": bench_memory,
-            "dist": bench_dist}[args.what](args)
+    rows = {"ratio": bench_ratio, "profile": bench_profile, "precision": bench_precision,
+            "memory": bench_memory, "dist": bench_dist}[args.what](args)
     if args.json:
         with args.json.open("a") as f:
             for row in rows:

@@ -155,3 +155,26 @@ def test_prefetching_the_next_batch_changes_nothing(monkeypatch):
     next(stream)
     stream.close()  # waits for the batch being loaded; no thread is left behind
     assert not [t for t in threading.enumerate() if t.name.startswith("vitlens-prefetch")]
+
+
+@pytest.mark.parametrize("tolerance", [0.0, 1.0])
+def test_auto_precision_keeps_bfloat16_only_within_tolerance(monkeypatch, tolerance):
+    import vitlens
+    from vitlens import _cka_run
+
+    monkeypatch.setattr(_cka_run, "AMP_TOLERANCE", tolerance)
+    vit, cnn = make_tiny("vit"), make_tiny("resnet")
+    images = random_images(18)
+    kw = dict(batch_size=6, progress=False, cache=False)
+    auto = vitlens.cka(vit, images, cnn, precision="auto", **kw)
+    fp32 = vitlens.cka(vit, images, cnn, **kw)
+    bf16 = vitlens.cka(vit, images, cnn, precision="bfloat16", **kw)
+    assert np.abs(bf16.matrix - fp32.matrix).max() > 1e-6  # bfloat16 does change the values
+    note = auto.meta["precision"]
+    if tolerance == 0.0:  # any difference is too much: float32 throughout
+        assert note.startswith("float32 (auto: max |CKA difference| of bfloat16 on batch 1")
+        np.testing.assert_allclose(auto.matrix, fp32.matrix, rtol=0, atol=1e-12)
+    else:  # batch 1 in float32 (the test), batches 2 and 3 in bfloat16
+        assert note.startswith("bfloat16 (auto")
+        assert 0 < np.abs(auto.matrix - fp32.matrix).max()
+        assert not np.allclose(auto.matrix, bf16.matrix, rtol=0, atol=1e-12)
