@@ -12,20 +12,9 @@ from .images import (
 from .preprocess import MultiModelBatches, balanced_batches, data_config, transform_for
 from .samples import SamplePhotos, samples
 
-
-def __getattr__(name: str):
-    # The synthetic dataset loads on first use. Importing the submodule binds the package
-    # attribute ``synthetic`` to the module, so rebind it to the function afterwards.
-    if name in ("synthetic", "SyntheticDataset"):
-        import importlib
-
-        module = importlib.import_module("vitlens.datasets.synthetic")
-        globals()["synthetic"] = module.synthetic
-        globals()["SyntheticDataset"] = module.SyntheticDataset
-        return globals()[name]
-    msg = f"module 'vitlens.datasets' has no attribute {name!r}"
-    raise AttributeError(msg)
-
+# Importing the submodule binds ``vitlens.datasets.synthetic`` to the module; the import of
+# the function below rebinds it, once and for all, to the function users call.
+from .synthetic import SyntheticDataset, synthetic
 
 __all__ = [
     "DatasetImages",
