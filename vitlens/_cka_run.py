@@ -333,7 +333,11 @@ class CKARun:
                 self.done += 1
                 self.checkpoint()
                 bar.update(len(idx))
-                yield self.done
+                try:
+                    yield self.done
+                except GeneratorExit:  # the consumer stopped between batches: keep them
+                    self.checkpoint(force=True)
+                    raise
 
     def reduce(self) -> None:
         """Join the sums of every rank (one ``all_reduce``); a no-op in one process."""

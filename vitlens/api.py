@@ -47,11 +47,16 @@ def cka_stream(model_a: str | nn.Module, images: Any, model_b: str | nn.Module |
     if hit is not None:
         yield hit
         return
-    for k in run.steps(progress):
-        if k < len(run.my_batches):
-            with warnings.catch_warnings():  # a constant layer is reported once, at the end
-                warnings.simplefilter("ignore", RuntimeWarning)
-                yield run.result(k)
+    steps = run.steps(progress)
+    try:
+        for k in steps:
+            if k < len(run.my_batches):
+                with warnings.catch_warnings():  # a constant layer is reported once, at the end
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    partial = run.result(k)
+                yield partial
+    finally:
+        steps.close()  # a closed stream checkpoints its completed batches and removes hooks
     yield run.finish()
 
 
