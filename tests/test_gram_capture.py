@@ -178,3 +178,21 @@ def test_auto_precision_keeps_bfloat16_only_within_tolerance(monkeypatch, tolera
         assert note.startswith("bfloat16 (auto")
         assert 0 < np.abs(auto.matrix - fp32.matrix).max()
         assert not np.allclose(auto.matrix, bf16.matrix, rtol=0, atol=1e-12)
+
+
+def test_in_place_residual_add_is_seen_before_it_happens(monkeypatch):
+    """timm's bottleneck adds the shortcut into bn3's output in place; the hook path reduces
+    that output before the add (so needs no clone), as the cloning plain path sees it."""
+    import vitlens
+    from vitlens import _cka_run
+
+    model = make_tiny("resnet_bottleneck")
+    images = random_images(12)
+    hooked = vitlens.cka(model, images, layers_a="all", batch_size=6, progress=False,
+                         cache=False)
+    monkeypatch.setattr(_cka_run, "GRAM_IN_HOOKS", False)
+    plain = vitlens.cka(model, images, layers_a="all", batch_size=6, progress=False,
+                        cache=False)
+    np.testing.assert_allclose(hooked.matrix, plain.matrix, rtol=0, atol=1e-12)
+    i, j = hooked.layers_a.index("layer1.0.branch"), hooked.layers_a.index("layer1.0")
+    assert hooked.matrix[i, j] < 0.999  # the branch is not the (post-add) unit output

@@ -15,6 +15,7 @@ same batch; ``tests/test_cache.py`` checks this against ``update``.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -57,6 +58,9 @@ class GramCapture(Capture):
     def __init__(self, model: torch.nn.Module, layers: Any, *, token_mode: str,
                  gram_dtype: torch.dtype = torch.float32) -> None:
         super().__init__(model, layers, token_mode=token_mode, check_finite=False)
+        # The hook reduces the activation before the model can change it in place (timm's
+        # ResNet adds the shortcut into the last norm's output): no defensive clone needed.
+        self.points = [dataclasses.replace(p, clone=False) for p in self.points]
         self.gram_dtype = gram_dtype
         self._iu_cache: dict = {}
 
