@@ -285,3 +285,19 @@ def test_no_warning_for_healthy_layers():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         run(ba, bb)
+
+
+def test_torch_thread_count_is_restored():
+    ba, bb = make_batches([12, 12], seed=15, dtype=np.float32)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        m = MinibatchCKA(route="gram")
+        m.update([torch.from_numpy(x) for x in ba[0]], [torch.from_numpy(y) for y in bb[0]])
+        assert torch.get_num_threads() == 2
+        ba[1][2][0, 0] = np.nan
+        with pytest.raises(ValueError, match="NaN"):
+            m.update([torch.from_numpy(x) for x in ba[1]], [torch.from_numpy(y) for y in bb[1]])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
