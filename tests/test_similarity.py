@@ -91,7 +91,7 @@ def _pair(rng: np.random.Generator, n: int, dx: int, dy: int, noise: float = 1.0
 dims = st.integers(min_value=1, max_value=48)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(n=st.integers(min_value=4, max_value=40), dx=dims, dy=dims,
        seed=st.integers(0, 2**32 - 1), debiased=st.booleans())
 def test_linear_cka_matches_reference(n, dx, dy, seed, debiased):
@@ -109,7 +109,7 @@ def test_linear_cka_both_routes(n, dx, dy, debiased):
     np.testing.assert_allclose(got, ref_linear_cka(X, Y, debiased), rtol=1e-10, atol=1e-12)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(n=st.integers(min_value=4, max_value=30), dx=dims, dy=dims,
        seed=st.integers(0, 2**32 - 1), debiased=st.booleans(),
        frac=st.sampled_from([0.2, 0.5, 0.8, 1.0, 2.0]))
@@ -129,7 +129,7 @@ def test_gram_helpers_match_reference():
     np.testing.assert_allclose(got.numpy(), ref_rbf_gram(X, 0.8), rtol=1e-12)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(n=st.integers(min_value=4, max_value=30), seed=st.integers(0, 2**32 - 1))
 def test_hsic_estimators_match_reference(n, seed):
     X, Y = _pair(np.random.default_rng(seed), n, 5, 3)
@@ -138,7 +138,7 @@ def test_hsic_estimators_match_reference(n, seed):
     np.testing.assert_allclose(hsic_biased(K, L), ref_hsic0(K, L), rtol=1e-10, atol=1e-12)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(n=st.integers(min_value=4, max_value=30), seed=st.integers(0, 2**32 - 1))
 def test_ucenter_inner_product_is_scaled_hsic1(n, seed):
     X, Y = _pair(np.random.default_rng(seed), n, 6, 4)
