@@ -127,3 +127,43 @@ def test_parameter_cell_switches_every_role():
         assert p[role] == z[role]
     with pytest.raises(ValueError, match="choose 'zoo'"):
         models("imagenet")
+
+
+def _doc_tables() -> dict[str, list[tuple[str, bool]]]:
+    """docs/FINDINGS.md: per notebook, (value, reproduced) of each row."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "FINDINGS.md").read_text()
+    out: dict[str, list[tuple[str, bool]]] = {}
+    nb = None
+    for line in text.splitlines():
+        m = re.match(r"Notebook: `notebooks/(\w+)\.ipynb`", line)
+        if line.startswith("## "):
+            nb = None
+        elif m:
+            nb = m.group(1)
+            out[nb] = []
+        elif nb and line.startswith("| ") and not line.startswith("| figure"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            out[nb].append((cells[3], cells[5] == "**yes**"))
+    return out
+
+
+def test_committed_notebooks_agree_with_docs_findings():
+    """The findings printed by each executed notebook are those of docs/FINDINGS.md (the same
+    analyses, settings and verdicts); rebuild both after a change (see notebooks/README.md)."""
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1]
+    tables = _doc_tables()
+    assert list(tables) == list(EXPECTED_ROWS)
+    for nb, rows in tables.items():
+        cells = nbformat.read(root / "notebooks" / f"{nb}.ipynb", 4).cells
+        lines = [ln for o in cells[-1].get("outputs", []) if o.get("output_type") == "stream"
+                 for ln in o["text"].splitlines() if ln.strip()]
+        assert len(lines) == len(rows) == len(EXPECTED_ROWS[nb]), nb
+        for line, (value, ok) in zip(lines, rows, strict=True):
+            assert f"= {value} (rule" in line, (nb, line, value)
+            assert (": reproduced." in line) == ok, (nb, line)
