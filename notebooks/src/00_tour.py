@@ -46,8 +46,8 @@ print(images)
 # ## The zoo and the images
 #
 # Every zoo model is a real timm architecture (`VisionTransformer`, `ResNetV2`, `MlpMixer`)
-# trained by vitlens's own script on a deterministic synthetic dataset: handwritten digits
-# placed in clutter, 64×64 pixels, 10 classes. Each model card records the measured test
+# trained by vitlens's own script on a deterministic synthetic dataset: 10 classes of shapes
+# at random positions, sizes and colours, among clutter, 64×64 pixels. Each model card records the measured test
 # accuracy and which of the paper's models it stands in for.
 
 # %%

@@ -16,7 +16,7 @@
 # (the table at the end: a statistic chosen beforehand, its value, the rule and the verdict).
 #
 # It runs offline in about a minute on a laptop, with vitlens's bundled *zoo*: small timm
-# models trained on a synthetic dataset of digits in clutter (64×64 pixels). To use the
+# models trained on a synthetic dataset of shapes in clutter (64×64 pixels). To use the
 # paper's pretrained models instead, set `MODELS = "pretrained"` in the next cell (this
 # downloads the timm checkpoints; point `IMAGES` at a folder of natural images).
 

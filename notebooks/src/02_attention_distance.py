@@ -55,7 +55,7 @@ dist.to_dataframe().pivot(index="block", columns="rank", values="distance").roun
 # Fig 4 shows every head of every block.
 
 # %%
-dist.chart(kind="sorted") | dist.chart(kind="blocks")
+(dist.chart(kind="sorted") | dist.chart(kind="blocks")).resolve_scale(color="independent")
 
 # %% [markdown]
 # ## Fig 5: local heads look like a ResNet

@@ -10,7 +10,7 @@
 #
 # The zoo has ViTs trained on 3%, 10% and 30% of its synthetic training set (same number of
 # steps), and `vit-cls-ft`: `vit-cls` fine-tuned on a *second rendering style* of the
-# synthetic digits (domain 1: grey checkerboards, hollow glyphs, pixel noise), our stand-in
+# synthetic shapes (domain 1: grey checkerboards, hollow outlines, pixel noise), our stand-in
 # for a distant domain. We compare before and after on images of both styles.
 
 # %% tags=["parameters"]

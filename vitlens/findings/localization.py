@@ -21,8 +21,10 @@ MIN_RATE_GAP = 0.25
 
 _WHY = {
     "Fig 10, D.2": "we think our GAP ViT is too shallow to spread the small, randomly placed "
-                   "digit to every token: its top tokens are still local features of their own "
-                   "patch (see also notebook 06: its single tokens are worse than their mean)",
+                   "object to every token: its top tokens are still local features of their own "
+                   "patch (see also notebook 06: its single tokens are worse than their mean). "
+                   "It also saw other training images than the CLS ViT (zoo cards), so the "
+                   "comparison mixes pooling with data",
     "Fig 10, D.3": "the ResNet's last unit keeps positions tied to their own region",
 }
 
