@@ -167,3 +167,24 @@ def test_committed_notebooks_agree_with_docs_findings():
         for line, (value, ok) in zip(lines, rows, strict=True):
             assert f"= {value} (rule" in line, (nb, line, value)
             assert (": reproduced." in line) == ok, (nb, line)
+
+
+def test_committed_notebooks_are_executed_in_order():
+    """Every notebook is committed executed, top to bottom, ending with its findings table."""
+    from pathlib import Path
+
+    import nbformat
+
+    root = Path(__file__).resolve().parents[1] / "notebooks"
+    names = sorted(p.stem for p in root.glob("*.ipynb"))
+    assert names == ["00_tour", *EXPECTED_ROWS]
+    for name in names:
+        nb = nbformat.read(root / f"{name}.ipynb", 4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), name
+        assert "parameters" in code[0].metadata.get("tags", []), name
+        assert 'MODELS = "zoo"' in code[0].source, name
+        last = code[-1]
+        assert "findings." in last.source and last.outputs, name
+        html = [o for o in last.outputs if "text/html" in o.get("data", {})]
+        assert html and "reproduced?" in html[0]["data"]["text/html"], name
