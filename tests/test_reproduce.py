@@ -46,7 +46,9 @@ EXPECTED_ROWS = {
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("reproduce")
-    assert main(["reproduce", "--out", str(out), "--quick", "--no-progress"]) == 0
+    with pytest.MonkeyPatch.context() as mp:  # an empty result cache, like every test
+        mp.setenv("VITLENS_CACHE_DIR", str(tmp_path_factory.mktemp("reproduce_cache")))
+        assert main(["reproduce", "--out", str(out), "--quick", "--no-progress"]) == 0
     return out
 
 
