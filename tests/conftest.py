@@ -6,43 +6,11 @@ import os
 
 import numpy as np
 import pytest
-import timm
 import torch
+from tiny_models import TINY, make_tiny
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-# name -> (timm architecture, kwargs) for tiny random-init models on 32x32 inputs
-TINY = {
-    "vit": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=2, embed_dim=32,
-                                         num_heads=2, num_classes=5)),
-    "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, depth=2,
-                                                     embed_dim=32, num_heads=2, num_classes=5)),
-    "vit_gap": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=2, embed_dim=32,
-                                             num_heads=2, num_classes=5, class_token=False,
-                                             global_pool="avg")),
-    "resnet": ("resnet18", dict(layers=(1, 1, 1, 1), num_classes=5, zero_init_last=False)),
-    "resnet_bottleneck": ("resnet26", dict(layers=(1, 1, 1, 1), num_classes=5,
-                                           zero_init_last=False)),
-    "resnetv2": ("timm.models.resnetv2.ResNetV2", dict(layers=(1, 1, 1, 1), channels=(64, 128, 192, 256),
-                                                       stem_chs=32, stem_type="fixed", bottle_ratio=0.5,
-                                                       num_classes=5)),
-    "mixer": ("timm.models.mlp_mixer.MlpMixer", dict(img_size=32, patch_size=8, num_blocks=2,
-                                                     embed_dim=32, num_classes=5)),
-    "convnext": ("convnext_atto", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32),
-                                       num_classes=5)),
-}
-
-
-def make_tiny(family: str, seed: int = 0) -> torch.nn.Module:
-    arch, kwargs = TINY[family]
-    torch.manual_seed(seed)
-    if arch.startswith("timm.models."):  # a class, where the entry point pins the kwargs
-        import importlib
-
-        module, cls = arch.rsplit(".", 1)
-        return getattr(importlib.import_module(module), cls)(**kwargs).eval()
-    return timm.create_model(arch, pretrained=False, **kwargs).eval()
 
 
 @pytest.fixture(autouse=True)
@@ -64,8 +32,3 @@ def tiny_vit():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-def random_images(n: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
-    r = np.random.default_rng(seed)
-    return [r.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
+from tiny_models import make_tiny
 
 from vitlens.analyses import (
     AttentionCapture,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
+from tiny_models import make_tiny
 from torch import nn
 
 from vitlens.analyses import ERFResult, effective_receptive_field

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
+from tiny_models import make_tiny
 
 from vitlens.analyses import LocalizationResult, input_patches, localization
 from vitlens.errors import ImageError, NotApplicableError

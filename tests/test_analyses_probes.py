@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
 from sklearn.linear_model import Ridge
+from tiny_models import make_tiny
 
 from vitlens.analyses import (
     ProbeResult,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
+from tiny_models import make_tiny
 
 from vitlens.analyses import ResidualResult, residual_ratio
 from vitlens.analyses.residual import token_stats

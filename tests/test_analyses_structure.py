@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import make_tiny
+from tiny_models import make_tiny
 
 from vitlens import SimilarityResult
 from vitlens.analyses import (

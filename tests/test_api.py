@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny, random_images
+from tiny_models import make_tiny, random_images
 
 import vitlens
 from vitlens.api import cka_stream

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny, random_images
+from tiny_models import make_tiny, random_images
 
 import vitlens
 from vitlens import _cka_run
@@ -202,7 +202,7 @@ KILLER = """
 import os, signal, sys
 import numpy as np, torch
 sys.path.insert(0, {tests!r})
-from conftest import make_tiny, random_images
+from tiny_models import make_tiny, random_images
 import vitlens
 from vitlens import _cka_run
 _cka_run.CHECKPOINT_EVERY_S = 0.0   # checkpoint after every batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny
+from tiny_models import make_tiny
 
 import vitlens
 from vitlens.capture import Capture, CaptureError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny, random_images
+from tiny_models import make_tiny, random_images
 
 from vitlens._gram_capture import GramCapture, accumulate_rows
 from vitlens.capture import Capture

@@ -171,6 +171,10 @@ def test_accepts_numpy_and_low_precision():
     m.update(ba[0], [torch.from_numpy(y).half() for y in bb[0]])
     ref = ref_minibatch_cka(ba, [[torch.from_numpy(y).half().double().numpy() for y in bb[0]]])
     assert np.abs(m.compute().numpy() - ref).max() <= 1e-5
+    mixed = MinibatchCKA(route="gram")  # float64 layers keep float64 Grams beside float32 ones
+    mixed.update([torch.from_numpy(x).double() for x in ba[0]], [torch.from_numpy(bb[0][0]),
+                                                                 torch.from_numpy(bb[0][1])])
+    assert np.abs(mixed.compute().numpy() - ref_minibatch_cka(ba, bb)).max() <= 1e-5
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
 from PIL import Image
 from test_widgets_reference import (
     attention_probs,
@@ -16,6 +15,7 @@ from test_widgets_reference import (
     minibatch_cka,
     rollout,
 )
+from tiny_models import make_tiny
 
 from vitlens.widgets import AttentionExplorer, LocalizationExplorer, ResidualExplorer
 from vitlens.widgets.charts import browser_select

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny
 from test_widgets_reference import capture_outputs, minibatch_cka
+from tiny_models import make_tiny
 
 from vitlens.similarity_result import SimilarityResult
 from vitlens.widgets import SimilarityExplorer

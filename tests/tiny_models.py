@@ -1,0 +1,48 @@
+"""Tiny random-init timm models of every supported family, and random test images.
+
+A module of its own (not conftest.py): `notebooks/conftest.py` shares the module name
+`conftest`, so tests import these helpers from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import timm
+import torch
+
+# name -> (timm architecture, kwargs) for tiny random-init models on 32x32 inputs
+TINY = {
+    "vit": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=2, embed_dim=32,
+                                         num_heads=2, num_classes=5)),
+    "deit": ("deit_tiny_distilled_patch16_224", dict(img_size=32, patch_size=8, depth=2,
+                                                     embed_dim=32, num_heads=2, num_classes=5)),
+    "vit_gap": ("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, depth=2, embed_dim=32,
+                                             num_heads=2, num_classes=5, class_token=False,
+                                             global_pool="avg")),
+    "resnet": ("resnet18", dict(layers=(1, 1, 1, 1), num_classes=5, zero_init_last=False)),
+    "resnet_bottleneck": ("resnet26", dict(layers=(1, 1, 1, 1), num_classes=5,
+                                           zero_init_last=False)),
+    "resnetv2": ("timm.models.resnetv2.ResNetV2", dict(layers=(1, 1, 1, 1), channels=(64, 128, 192, 256),
+                                                       stem_chs=32, stem_type="fixed", bottle_ratio=0.5,
+                                                       num_classes=5)),
+    "mixer": ("timm.models.mlp_mixer.MlpMixer", dict(img_size=32, patch_size=8, num_blocks=2,
+                                                     embed_dim=32, num_classes=5)),
+    "convnext": ("convnext_atto", dict(depths=(1, 1, 1, 1), dims=(8, 16, 24, 32),
+                                       num_classes=5)),
+}
+
+
+def make_tiny(family: str, seed: int = 0) -> torch.nn.Module:
+    arch, kwargs = TINY[family]
+    torch.manual_seed(seed)
+    if arch.startswith("timm.models."):  # a class, where the entry point pins the kwargs
+        module, cls = arch.rsplit(".", 1)
+        return getattr(importlib.import_module(module), cls)(**kwargs).eval()
+    return timm.create_model(arch, pretrained=False, **kwargs).eval()
+
+
+def random_images(n: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
+    r = np.random.default_rng(seed)
+    return [r.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
