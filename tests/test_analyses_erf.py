@@ -119,6 +119,16 @@ def test_resnet_erf_is_local_and_merges(tmp_path):
     np.testing.assert_allclose(before, grad.abs().mean(1).mean(0).double().numpy(), rtol=1e-4,
                                atol=1e-10)
     assert not np.allclose(before, after)
+    # a chart of more than Altair's 5,000 rows renders with Altair's default settings
+    import altair as alt
+
+    from vitlens.figures import save_chart
+
+    with pytest.raises(alt.MaxRowsError):  # the same data as a DataFrame is refused
+        alt.Chart(res.to_dataframe(max_side=64)).mark_rect().to_dict()
+    big = res.chart(max_side=64)  # 2 maps of 64 x 64 = 8,192 cells
+    (svg,) = save_chart(big, tmp_path / "erf", formats=("svg",))
+    assert svg.read_text().count("<path") >= 2 * 64 * 64
     a = effective_receptive_field(model, x[:2], layers=["layer1.0"], progress=False)
     b = effective_receptive_field(model, x[2:], layers=["layer1.0"], progress=False)
     np.testing.assert_allclose(a.merge(b).erf[0], after, rtol=1e-5, atol=1e-10)

@@ -4,6 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
+
+
+def inline_data(df) -> dict[str, Any]:
+    """``df`` as Vega-Lite inline values, so a chart of any size renders as it is.
+
+    Altair refuses DataFrames over 5,000 rows when a chart is displayed or saved (its
+    ``max_rows`` data transformer); charts built from inline values are not transformed, so
+    they need no global setting. Values are sanitised the way Altair does it (NaN to null,
+    NumPy scalars to Python numbers).
+    """
+    import altair as alt
+
+    return alt.utils.data.to_values(df)
 
 
 def save_chart(chart, stem: str | os.PathLike, *, formats: tuple[str, ...] = ("png", "svg"),

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .figures import inline_data
 from .results import Result
 
 
@@ -98,12 +99,11 @@ class SimilarityResult(Result):
             tooltip.append(alt.Tooltip("std:Q", format=".4f"))
         many = max(len(self.layers_a), len(self.layers_b)) > 40
         axis = alt.Axis(labels=not many, ticks=not many, labelFontSize=8)
-        with alt.data_transformers.disable_max_rows():
-            chart = alt.Chart(df).mark_rect().encode(
-                x=alt.X("layer_b:N", sort=self.layers_b, title=f"{b} layers", axis=axis),
-                y=alt.Y("layer_a:N", sort=list(reversed(self.layers_a)), title=f"{a} layers",
-                        axis=axis),
-                color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
-                tooltip=tooltip,
-            ).properties(width=size, height=size, title=title or f"CKA: {a} vs {b}")
+        chart = alt.Chart(inline_data(df)).mark_rect().encode(
+            x=alt.X("layer_b:N", sort=self.layers_b, title=f"{b} layers", axis=axis),
+            y=alt.Y("layer_a:N", sort=list(reversed(self.layers_a)), title=f"{a} layers",
+                    axis=axis),
+            color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
+            tooltip=tooltip,
+        ).properties(width=size, height=size, title=title or f"CKA: {a} vs {b}")
         return chart

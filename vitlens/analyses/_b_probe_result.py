@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..figures import inline_data
 from ..results import Result
 
 _LABELS = {"cls": "CLS token", "token": "single token", "mean": "mean of tokens",
@@ -135,7 +136,7 @@ class ProbeResult(Result):
         x = alt.X("layer:N", sort=self.layers, title="layer",
                   axis=alt.Axis(labelAngle=-45, labelFontSize=8))
         color = alt.Color("how:N", title="aggregation")
-        base = alt.Chart(df).encode(x=x, color=color)
+        base = alt.Chart(inline_data(df)).encode(x=x, color=color)
         band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
         line = base.mark_line(point=True).encode(
             y=alt.Y("accuracy:Q", title=f"{self.meta['shots']}-shot linear probe accuracy",
@@ -152,11 +153,10 @@ class ProbeResult(Result):
         import altair as alt
 
         df = self.token_map_dataframe()
-        with alt.data_transformers.disable_max_rows():
-            heat = alt.Chart(df).mark_rect().encode(
-                x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
-                color=alt.Color("accuracy:Q", scale=alt.Scale(scheme=scheme, domain=[0, 1])),
-                tooltip=["layer:N", "row:O", "col:O", alt.Tooltip("accuracy:Q", format=".3f")],
-            ).properties(width=size, height=size)
-            return heat.facet(facet=alt.Facet("layer:N", sort=self.layers), columns=columns,
-                              ).properties(title=f"Per-token probe accuracy: {self.meta.get('model')}")
+        heat = alt.Chart(inline_data(df)).mark_rect().encode(
+            x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
+            color=alt.Color("accuracy:Q", scale=alt.Scale(scheme=scheme, domain=[0, 1])),
+            tooltip=["layer:N", "row:O", "col:O", alt.Tooltip("accuracy:Q", format=".3f")],
+        ).properties(width=size, height=size)
+        return heat.facet(facet=alt.Facet("layer:N", sort=self.layers), columns=columns,
+                          ).properties(title=f"Per-token probe accuracy: {self.meta.get('model')}")

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..api import model_label, resolve_device
 from ..errors import NotApplicableError
+from ..figures import inline_data
 from ..models.layers import layer_catalog
 from ..results import Result
 from ._b_common import ESTIMATOR, feature_batches, images_and_count, load
@@ -260,17 +261,16 @@ class LocalizationResult(Result):
         s = self.summary
         title = (f"{self.meta.get('model', '')} {self.meta.get('layer', '')}: peak at own "
                  f"patch {s['peak_at_own_rate']:.0%} of interior tokens")
-        with alt.data_transformers.disable_max_rows():
-            base = alt.Chart(sel).encode(x=x, y=y)
-            heat = base.mark_rect().encode(
-                color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
-                tooltip=["token:N", "patch_row:O", "patch_col:O",
-                         alt.Tooltip("cka:Q", format=".3f")])
-            own = base.transform_filter(alt.datum.own).mark_rect(
-                fill=None, stroke="red", strokeWidth=2)
-            return alt.layer(heat, own).properties(width=size, height=size).facet(
-                facet=alt.Facet("token:N", sort=order, title=None), columns=columns,
-            ).properties(title=title)
+        base = alt.Chart(inline_data(sel)).encode(x=x, y=y)
+        heat = base.mark_rect().encode(
+            color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
+            tooltip=["token:N", "patch_row:O", "patch_col:O",
+                     alt.Tooltip("cka:Q", format=".3f")])
+        own = base.transform_filter(alt.datum.own).mark_rect(
+            fill=None, stroke="red", strokeWidth=2)
+        return alt.layer(heat, own).properties(width=size, height=size).facet(
+            facet=alt.Facet("token:N", sort=order, title=None), columns=columns,
+        ).properties(title=title)
 
 def _spread(positions: np.ndarray, grid: tuple[int, int]) -> list[tuple[int, int]]:
     """Up to 9 held positions, spread evenly over the grid."""

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..capture import Capture
+from ..figures import inline_data
 from ..models.catalog import BLOCK_KINDS, LayerCatalog, LayerPoint
 from ..results import Result
 from ._blocks import canonical, residual_catalog
@@ -135,17 +136,16 @@ class ERFResult(Result):
         if layers is not None:
             order = [layer for layer in layers if layer in order]
             df = df[df["layer"].isin(order)]
-        with alt.data_transformers.disable_max_rows():
-            return alt.Chart(df).mark_rect().encode(
-                x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
-                color=alt.Color("normalized:Q", title="ERF / max",
-                                scale=alt.Scale(scheme="greys", reverse=True, domain=[0, 1])),
-                tooltip=["layer:N", "where:N", "row:O", "col:O",
-                         alt.Tooltip("erf:Q", format=".3g")],
-            ).properties(width=size, height=size).facet(
-                column=alt.Column("layer:N", sort=order, title=None),
-                row=alt.Row("where:N", sort=["after", "before"], title=None),
-            ).properties(title=title or f"Effective receptive fields: {self.meta.get('model')}")
+        return alt.Chart(inline_data(df)).mark_rect().encode(
+            x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
+            color=alt.Color("normalized:Q", title="ERF / max",
+                            scale=alt.Scale(scheme="greys", reverse=True, domain=[0, 1])),
+            tooltip=["layer:N", "where:N", "row:O", "col:O",
+                     alt.Tooltip("erf:Q", format=".3g")],
+        ).properties(width=size, height=size).facet(
+            column=alt.Column("layer:N", sort=order, title=None),
+            row=alt.Row("where:N", sort=["after", "before"], title=None),
+        ).properties(title=title or f"Effective receptive fields: {self.meta.get('model')}")
 
 
 def _pool(maps: np.ndarray, max_side: int) -> np.ndarray:
