@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -114,6 +115,34 @@ def test_capture_block_selection_errors_and_cleanup(tiny_vit):
         cap.run(x)
     handle.remove()
     assert all(len(blk.attn._forward_pre_hooks) == 0 for blk in tiny_vit.blocks)
+
+
+def test_attention_capture_ignores_other_threads(tiny_vit):
+    """While run() stops early in this thread, another thread's forward runs to the end."""
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = tiny_vit(x[:1])
+    seen = []
+
+    def reduce(block, probs, v):
+        if not seen:  # mid-forward of run(): the model is used by another thread meanwhile
+            box = {}
+            t = threading.Thread(target=lambda: box.update(out=_no_grad_call(tiny_vit, x[:1])))
+            t.start()
+            t.join()
+            seen.append(box.get("out"))
+        return probs
+
+    with AttentionCapture(tiny_vit, [0], reduce=reduce, stop_early=True) as cap:
+        maps = cap.run(x)
+    assert maps[0].shape == (4, 2, 17, 17)
+    assert seen[0] is not None  # no _StopForward and no foreign maps in the other thread
+    torch.testing.assert_close(seen[0], want)
+
+
+def _no_grad_call(model, x):
+    with torch.no_grad():
+        return model(x)
 
 
 @pytest.mark.parametrize("family", ["resnet", "mixer"])

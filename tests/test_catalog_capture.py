@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from tiny_models import make_tiny
@@ -119,6 +121,43 @@ def test_hooks_removed_after_exception(tiny_vit):
         with Capture(tiny_vit, "all") as cap:
             cap.run(torch.randn(2, 5, 32, 32))  # wrong channel count
     assert _all_hooks(tiny_vit) == 0
+
+
+def _forward_in_thread(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` in another thread; re-raises what it raised there."""
+    box = {}
+
+    def work():
+        try:
+            with torch.no_grad():
+                box["out"] = model(x)
+        except BaseException as err:  # noqa: BLE001 - handed to the caller
+            box["err"] = err
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    if "err" in box:
+        raise box["err"]
+    return box["out"]
+
+
+def test_hooks_ignore_other_threads_forward_passes(tiny_vit):
+    """The explorers share a model between a background CKA thread and the kernel thread."""
+    from vitlens._gram_capture import GramCapture
+
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = tiny_vit(x[:1])
+    with GramCapture(tiny_vit, "blocks", token_mode="flatten") as gcap, \
+            Capture(tiny_vit, "blocks", token_mode="cls") as cap:
+        # one image in another thread: the Gram hooks (which need 4) must not see it
+        got = _forward_in_thread(tiny_vit, x[:1])
+        torch.testing.assert_close(got, want)
+        assert cap._store == {} and cap._fired == {}
+        feats = cap.run(x)
+        assert {k: v.shape for k, v in feats.items()} == {"blocks.0": (6, 32), "blocks.1": (6, 32)}
+        assert set(gcap.run(x)) == {"blocks.0", "blocks.1"}
 
 
 def test_layer_that_never_fires_is_an_error(tiny_vit):

@@ -6,10 +6,14 @@
 Hooks are registered on ``__enter__`` and removed in a ``finally`` on exit, also when the
 forward pass raises. One forward pass per batch captures every requested layer, under
 ``torch.no_grad`` (``Capture(..., grad=True)`` keeps the graph, for receptive fields).
+The hooks act only on forward passes in the thread that entered the ``with`` block, so a
+widget computing in a background thread and another using the same model in the kernel's
+thread do not see each other's batches.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -116,9 +120,12 @@ class Capture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, torch.Tensor] = {}
         self._fired: dict[str, int] = {}
+        self._thread: int | None = None  # hooks act only in the thread that entered
 
     def _hook_for(self, point: LayerPoint):
         def store(t: torch.Tensor) -> None:
+            if threading.get_ident() != self._thread:
+                return  # another thread's forward pass of the same model: not ours
             if not isinstance(t, torch.Tensor):
                 msg = f"layer {point.name!r} produced {type(t).__name__}, not a tensor"
                 raise CaptureError(msg)
@@ -141,6 +148,7 @@ class Capture:
         return fwd_hook, False
 
     def __enter__(self) -> Capture:
+        self._thread = threading.get_ident()
         try:
             for point in self.points:
                 module = get_module(self.model, point.module)

@@ -15,6 +15,7 @@ change.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -121,7 +122,9 @@ def _keep_probs(_block: int, probs: torch.Tensor, _v: torch.Tensor) -> torch.Ten
 class AttentionCapture:
     """Capture the attention probabilities of chosen blocks during any forward pass.
 
-    Hooks are registered on ``__enter__`` and removed in a ``finally`` on exit. Each hook
+    Hooks are registered on ``__enter__`` and removed in a ``finally`` on exit; they act
+    only on forward passes in the thread that entered (other threads may use the same model
+    meanwhile, as the explorers do). Each hook
     recomputes the block's probabilities from its input and hands them to ``reduce`` (by
     default the maps are kept as they are), so statistics can be streamed without storing
     (B, H, N, N) maps of every block.
@@ -149,11 +152,14 @@ class AttentionCapture:
         self._handles: list[Any] = []
         self._store: dict[int, Any] = {}
         self._running = False
+        self._thread: int | None = None  # hooks act only in the thread that entered
 
     def _hook_for(self, block: int):
         last = block == self.blocks[-1]
 
         def pre_hook(module, args, kwargs):
+            if threading.get_ident() != self._thread:
+                return  # another thread's forward pass of the same model: not ours
             x = args[0] if args else kwargs["x"]
             mask, causal = kwargs.get("attn_mask"), bool(kwargs.get("is_causal", False))
             if len(args) > 1:
@@ -166,6 +172,7 @@ class AttentionCapture:
         return pre_hook
 
     def __enter__(self) -> AttentionCapture:
+        self._thread = threading.get_ident()
         try:
             for b in self.blocks:
                 handle = self.attns[b].register_forward_pre_hook(self._hook_for(b),
