@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import _dist_analyses
 import _dist_worker as worker
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ import torch
 import vitlens
 from vitlens import distributed as vd
 from vitlens.datasets import balanced_batches
+from vitlens.results import load_result
 
 HERE = Path(__file__).parent
 
@@ -75,6 +77,18 @@ def test_shard_deals_whole_batches_round_robin(monkeypatch, world):
     assert sorted(b.start for s in shards for b in s) == [b.start for b in batches]
     for r, s in enumerate(shards):
         assert s == [batches[i] for i in range(r, len(batches), world)]
+
+
+def test_shard_batches_needs_a_batch_per_rank(monkeypatch):
+    batches = balanced_batches(12, 4)  # 3 batches
+    assert vd.shard_batches(batches) == batches  # one process: every batch
+    monkeypatch.setattr(vd, "is_distributed", lambda: True)
+    monkeypatch.setattr(vd, "world", lambda: 4)
+    monkeypatch.setattr(vd, "rank", lambda: 1)
+    with pytest.raises(ValueError, match="3 batches for 4 ranks.*smaller batch_size"):
+        vd.shard_batches(batches, what="attention distance")
+    monkeypatch.setattr(vd, "world", lambda: 2)
+    assert vd.shard_batches(batches) == [batches[1]]
 
 
 # --------------------------------------------------------------------------- torchrun
@@ -180,6 +194,61 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
     assert recs[0]["solo_forwards"] == 5 and recs[1]["solo_forwards"] is None
     np.testing.assert_allclose(np.load(tmp_path / "matrix_solo.npy"), single.matrix, rtol=0,
                                atol=1e-12)
+
+
+def test_analyses_shard_over_two_gloo_ranks(tmp_path):
+    """Attention distance, ERF, residual ratios, head subsets, localization, probes, CKA with
+    confidence and a joint-CKA analysis: 2 ranks equal 1 process, array by array."""
+    run = _torchrun([str(HERE / "_dist_analyses.py"), str(tmp_path / "multi")], tmp_path,
+                    {"VITLENS_CACHE_DIR": str(tmp_path / "cache")}, timeout=400)
+    assert run.returncode == 0, run.stdout[-4000:]
+    recs = [json.loads((tmp_path / "multi" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(rec["rank"], rec["world"]) for rec in recs] == [(0, 2), (1, 2)]
+    assert not any(_alive(rec["pid"]) for rec in recs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers
+    try:
+        names, seen = _dist_analyses.run_all(tmp_path / "single")
+    finally:
+        torch.set_num_threads(threads)
+    assert names == recs[0]["names"] and len(names) == 8
+    # each rank ran the models on part of the images only (the probes' few-shot training
+    # features, a handful of images, are computed on every rank)
+    shares = [rec["images_seen"] for rec in recs]
+    assert all(0.3 * seen < share < 0.7 * seen for share in shares), (shares, seen)
+    assert sum(shares) >= seen
+    for name in names:
+        multi = load_result(tmp_path / "multi" / f"{name}.npz")
+        single = load_result(tmp_path / "single" / f"{name}.npz")
+        _assert_meta_close(multi.meta, single.meta, name)
+        assert multi.arrays.keys() == single.arrays.keys(), name
+        informative = 0
+        for key, want in single.arrays.items():
+            got = multi.arrays[key]
+            assert got.shape == want.shape, (name, key)
+            if want.dtype.kind in "fc":
+                np.testing.assert_allclose(got, want, rtol=0, atol=1e-10, equal_nan=True,
+                                           err_msg=f"{name}.{key}")
+                informative += int(np.nanmax(want) - np.nanmin(want) > 1e-3)
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=f"{name}.{key}")
+        assert informative, f"{name}: every float array is constant"
+
+
+def _assert_meta_close(a, b, where: str) -> None:
+    """Equal metadata, floats (summaries of the arrays) to 1e-10."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            _assert_meta_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list | tuple):
+        assert isinstance(b, list | tuple) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_meta_close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=0, abs=1e-10, nan_ok=True), where
+    else:
+        assert a == b, where
 
 
 def test_cli_under_torchrun_equals_single_process(tmp_path):

@@ -60,15 +60,24 @@ def load(model: str | nn.Module, device: torch.device) -> nn.Module:
 
 def feature_batches(model: nn.Module, images: ImageSource, n: int, layers: Any, *,
                     token_mode: str | None, batch_size: int, device: torch.device,
-                    progress: bool, desc: str, min_size: int = 4,
+                    progress: bool, desc: str, min_size: int = 4, sharded: bool = False,
                     ) -> Iterator[tuple[range, torch.Tensor, dict[str, torch.Tensor]]]:
-    """Yield ``(indices, preprocessed input (b, 3, H, W), {layer: activation})`` per batch."""
+    """Yield ``(indices, preprocessed input (b, 3, H, W), {layer: activation})`` per batch.
+
+    With ``sharded=True``, under ``torchrun`` only this rank's batches (round-robin): the
+    caller joins its sums over the ranks afterwards.
+    """
     from tqdm.auto import tqdm
 
+    from .. import distributed as vd
+
     batches = balanced_batches(n, batch_size, min_size=min_size)
+    if sharded:
+        batches = vd.shard_batches(batches, what=desc)
     stream = MultiModelBatches(images, [model], batches, device)
     with Capture(model, layers, token_mode=token_mode) as cap, \
-            tqdm(total=n, disable=not progress, unit="img", desc=desc) as bar:
+            tqdm(total=sum(len(b) for b in batches), disable=not progress or not vd.is_main(),
+                 unit="img", desc=desc) as bar:
         for idx in batches:
             x = stream.load(idx)[0]
             yield idx, x, cap.run(x)
@@ -91,6 +100,7 @@ def joint_cka(models: Mapping[str, str | nn.Module], images: Any, *,
     """
     from tqdm.auto import tqdm
 
+    from .. import distributed as vd
     from ..similarity import MinibatchCKA
 
     dev = resolve_device(device)
@@ -114,19 +124,21 @@ def joint_cka(models: Mapping[str, str | nn.Module], images: Any, *,
     names_b = [f"{k}::{name}" for k, ls in col_layers.items() for name in ls]
     engine = MinibatchCKA(names_a, names_b, device=dev)
     batches = balanced_batches(n, batch_size)
-    stream = MultiModelBatches(src, [uniq[i] for i in order], batches, dev)
+    mine = vd.shard_batches(batches, what=desc)  # under torchrun: this rank's batches
+    stream = MultiModelBatches(src, [uniq[i] for i in order], mine, dev)
     with contextlib.ExitStack() as stack, \
-            tqdm(total=n, disable=not progress, unit="img", desc=desc) as bar:
+            tqdm(total=sum(len(b) for b in mine), disable=not progress or not vd.is_main(),
+                 unit="img", desc=desc) as bar:
         for cap in caps.values():
             stack.enter_context(cap)
-        for idx in batches:
+        for idx in mine:
             xs = stream.load(idx)
             feats = {i: caps[i].run(x) for i, x in zip(order, xs, strict=True)}
             fa = [feats[id(mods[k])][name] for k, ls in row_layers.items() for name in ls]
             fb = [feats[id(mods[k])][name] for k, ls in col_layers.items() for name in ls]
             engine.update(fa, fb)
             bar.update(len(idx))
-    matrix = engine.compute().detach().cpu().double().numpy()
+    matrix = engine.all_reduce().compute().detach().cpu().double().numpy()
     out: dict[tuple[str, str], SimilarityResult] = {}
     r0 = 0
     for ka, la in row_layers.items():

@@ -48,13 +48,13 @@ class SumState:
             self.add(name, value)
         return self
 
-    def all_reduce(self, group: Any = None) -> SumState:
-        """Sum every statistic over the ranks of an initialised ``torch.distributed`` group."""
-        import torch.distributed as dist
+    def all_reduce(self) -> SumState:
+        """Sum every statistic over the ranks of ``torch.distributed`` (one ``all_reduce``),
+        in place; a no-op in a single process. Every rank must hold the same names."""
+        from .. import distributed as vd
 
-        if dist.is_available() and dist.is_initialized():
-            for name in sorted(self.sums):
-                dist.all_reduce(self.sums[name], group=group)
+        if vd.is_distributed():
+            self.sums = vd.all_reduce_state_(self.sums)
         return self
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -66,7 +66,12 @@ class SumState:
 
 @dataclass
 class ImageRun:
-    """One or more models, an image source, and balanced batches of it."""
+    """One or more models, an image source, and balanced batches of it.
+
+    Under ``torchrun`` (a process group with several ranks) :meth:`iterate` yields only this
+    rank's batches (``my_batches``, round-robin); the analysis then joins its sums with
+    :meth:`SumState.all_reduce`, so every rank ends with the single-process result.
+    """
 
     models: list[nn.Module]
     labels: list[str]
@@ -75,6 +80,7 @@ class ImageRun:
     batches: list[range]
     stream: MultiModelBatches
     device: torch.device
+    my_batches: list[range]
 
     @property
     def model(self) -> nn.Module:
@@ -84,8 +90,12 @@ class ImageRun:
         """Yield ``(indices, per-model preprocessed batches)`` with a progress bar."""
         from tqdm.auto import tqdm
 
-        with tqdm(total=self.n, disable=not progress, unit="img", desc=desc) as bar:
-            for idx in self.batches:
+        from .. import distributed as vd
+
+        total = sum(len(idx) for idx in self.my_batches)
+        with tqdm(total=total, disable=not progress or not vd.is_main(), unit="img",
+                  desc=desc) as bar:
+            for idx in self.my_batches:
                 xs = self.stream.load(idx)
                 yield idx, xs
                 bar.update(len(idx))
@@ -130,8 +140,11 @@ def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch
         msg = f"batch_size={batch_size} is too small: {what} needs batches of at least {min_images}"
         raise ValueError(msg)
     batches = balanced_batches(n, batch_size, min_size=min_images)
-    stream = MultiModelBatches(source, loaded, batches, dev)
-    return ImageRun(loaded, labels, source, n, batches, stream, dev)
+    from .. import distributed as vd
+
+    mine = vd.shard_batches(batches, what=what)
+    stream = MultiModelBatches(source, loaded, mine, dev)
+    return ImageRun(loaded, labels, source, n, batches, stream, dev, mine)
 
 
 @contextmanager

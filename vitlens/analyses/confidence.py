@@ -62,6 +62,7 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
     """
     from tqdm.auto import tqdm
 
+    from .. import distributed as vd
     from ..similarity import MinibatchCKA
 
     if not isinstance(repeats, int | np.integer) or repeats < 2:
@@ -86,16 +87,20 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
     cap_b = cap_a if same else Capture(mod_b, lb, token_mode=token_mode)
     self_only = same and la == lb
     subsets = disjoint_subsets(n, repeats, seed)
-    gen = torch.Generator().manual_seed(int(seed))
+    # under torchrun each rank takes whole subsets, round-robin; every subset's shuffles come
+    # from its own generator, so the result does not depend on the number of ranks
+    mine = vd.shard_batches(list(range(len(subsets))), what=f"cka_with_confidence's {repeats} "
+                            "repeats (each rank takes whole subsets)")
     pooled = MinibatchCKA(la, None if self_only else lb, device=dev)
-    per_repeat, nulls, n_batches = [], [], 0
+    done: list[tuple[int, np.ndarray, list[np.ndarray], int]] = []  # (repeat, real, nulls, batches)
     with cap_a, (cap_b if not same else contextlib.nullcontext()), tqdm(
-            total=n, disable=not progress, unit="img",
+            total=sum(len(subsets[r]) for r in mine), disable=not progress or not vd.is_main(),
+            unit="img",
             desc=f"CKA±std {model_label(model_a)} vs {model_label(model_b or model_a)}") as bar:
-        for part in subsets:
-            sub = SubsetImages(src, part)
+        for r in mine:
+            sub = SubsetImages(src, subsets[r])
+            gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + r)
             batches = balanced_batches(len(sub), batch_size)
-            n_batches += len(batches)
             stream = MultiModelBatches(sub, [mod_a] if same else [mod_a, mod_b], batches, dev)
             real = MinibatchCKA(la, None if self_only else lb, device=dev)
             null = [MinibatchCKA(la, lb, device=dev) for _ in range(permutations)]
@@ -110,10 +115,15 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
                     order = torch.randperm(len(idx), generator=gen).to(fb[0].device)
                     eng.update(fa, [f[order] for f in fb])
                 bar.update(len(idx))
-            per_repeat.append(real.compute().detach().cpu().double().numpy())
-            nulls += [eng.compute().detach().cpu().double().numpy() for eng in null]
+            done.append((r, real.compute().detach().cpu().double().numpy(),
+                         [eng.compute().detach().cpu().double().numpy() for eng in null],
+                         len(batches)))
             pooled.merge(real)
-    stack = np.stack(per_repeat)  # (R, L_a, L_b)
+    pooled.all_reduce()
+    done = sorted(d for part in vd.all_gather_object(done) for d in part)  # every rank's
+    stack = np.stack([d[1] for d in done])  # (R, L_a, L_b)
+    nulls = [m for d in done for m in d[2]]
+    n_batches = sum(d[3] for d in done)
     subset_of = np.full(n, -1, dtype=np.int64)
     for r, part in enumerate(subsets):
         subset_of[part] = r

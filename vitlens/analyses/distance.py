@@ -247,6 +247,7 @@ def attention_distance(model: str | nn.Module, images: Any, *,
             cap.run(x)
             state.add("count", len(idx) * grid[0] * grid[1])
         chosen = cap.blocks
+    state.all_reduce()  # under torchrun: join the ranks' sums
     count = state.numpy("count")
     distance = np.stack([state.numpy(f"sum.{b}") for b in chosen]) / count
     meta = {"model": run.labels[0], "blocks": chosen, "patch_size": list(catalog.patch_size),

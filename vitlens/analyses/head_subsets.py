@@ -121,6 +121,7 @@ def _head_distances(run, block: int, progress: bool) -> np.ndarray:
     with AttentionCapture(vit, [block], reduce=reduce, stop_early=True) as cap:
         for _idx, xs in run.iterate(progress, f"head distances, block {block}"):
             cap.run(xs[0])
+    state.all_reduce()  # under torchrun: join the ranks' sums
     return state.numpy("sum") / state.numpy("count")
 
 
@@ -192,7 +193,7 @@ def head_subset_cka(vit: str | nn.Module, cnn: str | nn.Module, images: Any, *, 
             feats_a = [out[:, list(s)].transpose(1, 2).reshape(n, -1) for s in subsets]
             feats_c = ccap.run(xc)
             engine.update(feats_a, [feats_c[name] for name in layers])
-    cka = engine.compute().detach().cpu().numpy()
+    cka = engine.all_reduce().compute().detach().cpu().numpy()
     meta = {"vit": run.labels[0], "cnn": run.labels[1], "block": block, "cnn_layers": layers,
             "subset_size": size, "stride": stride, "n_images": run.n, "batch_size": batch_size,
             "feature": "per-head attention outputs (a @ v) of the subset, all tokens, flattened",

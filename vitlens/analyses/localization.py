@@ -110,7 +110,7 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
     acc = grid = pos = None
     for _, x, feats in feature_batches(mod, src, n, [layer], token_mode="spatial",
                                        batch_size=batch_size, device=dev, progress=progress,
-                                       desc=f"localization {layer}"):
+                                       desc=f"localization {layer}", sharded=True):
         tok = feats[layer]  # (b, gh, gw, C)
         if grid is None:
             grid = (int(tok.shape[1]), int(tok.shape[2]))
@@ -126,7 +126,7 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
         fa = tok[:, rows[:, 0], rows[:, 1]].transpose(0, 1)  # (P, b, C)
         fb = patches.flatten(1, 2).transpose(0, 1)  # (Q, b, D)
         acc.update(fa, fb)
-    engine = acc.engine()
+    engine = acc.engine().all_reduce()  # under torchrun: join the ranks' sums
     maps = engine.compute().detach().cpu().double().numpy().reshape(len(pos), *grid)
     meta = {"model": model_label(model), "layer": layer, "grid": list(grid), "n_images": n,
             "batch_size": batch_size, "estimator": ESTIMATOR,

@@ -93,7 +93,7 @@ def _check_aggregations(aggregations: Sequence[str] | str, points: list[LayerPoi
 def _aggregated_batches(mod: nn.Module, src, n: int, layers: Any, aggs: list[str],
                         token: tuple[int, int] | None, grids: dict[str, Any],
                         tokens: dict[str, Any], *, batch_size: int, device: torch.device,
-                        progress: bool, desc: str,
+                        progress: bool, desc: str, sharded: bool = False,
                         ) -> Iterator[tuple[range, dict[str, dict[str, torch.Tensor]]]]:
     """Yield ``(indices, {layer: {aggregation: tensor}})``; fills ``grids`` and ``tokens``."""
     cat = layer_catalog(mod)
@@ -102,7 +102,8 @@ def _aggregated_batches(mod: nn.Module, src, n: int, layers: Any, aggs: list[str
     aggs = _check_aggregations(aggs, points, model_label(mod))
     for idx, _, raw in feature_batches(mod, src, n, names, token_mode=None,
                                        batch_size=batch_size, device=device,
-                                       progress=progress, desc=desc, min_size=1):
+                                       progress=progress, desc=desc, min_size=1,
+                                       sharded=sharded):
         out: dict[str, dict[str, torch.Tensor]] = {}
         for p in points:
             t = raw[p.name]
@@ -317,8 +318,23 @@ def linear_probe(model: str | nn.Module, train_images: Any, train_labels: Any, t
     for idx, feats in _aggregated_batches(
             mod, te_src, n_te, train.layers, train.aggregations, token, {}, {},
             batch_size=batch_size, device=dev, progress=progress,
-            desc=f"probe test {model_label(model)}"):
+            desc=f"probe test {model_label(model)}", sharded=True):
         for k, v in probes.correct(feats, te_lab[idx.start:idx.stop]).items():
             hits[k] = hits.get(k, 0) + v
+    hits = _all_reduce_counts(hits)  # under torchrun: each rank scored its test batches
     return ProbeResult.build(hits, n_te, train, probes.classes, shots=shots, seeds=seeds, l2=l2,
                              fit_intercept=fit_intercept, n_train=n_tr)
+
+
+def _all_reduce_counts(hits: dict[tuple[str, str], np.ndarray]) -> dict[tuple[str, str], np.ndarray]:
+    """Sum integer count arrays over the ranks of ``torch.distributed`` (one ``all_reduce``)."""
+    from .. import distributed as vd
+
+    if not vd.is_distributed():
+        return hits
+    keys = sorted(hits)
+    state = {str(i): torch.as_tensor(np.asarray(hits[k]), dtype=torch.float64)
+             for i, k in enumerate(keys)}
+    summed = vd.all_reduce_state_(state)
+    return {k: summed[str(i)].round().to(torch.int64).numpy() for i, k in enumerate(keys)}
+

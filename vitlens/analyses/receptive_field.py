@@ -239,6 +239,7 @@ def effective_receptive_field(model: str | nn.Module, images: Any, *, layers: An
                 state.add(f"erf.{k}", grad.abs().mean(dim=1).sum(dim=0))  # (H, W)
             state.add("count", len(idx))
             del feats
+    state.all_reduce()  # under torchrun: join the ranks' sums
     count = state.numpy("count")
     erf = np.stack([state.numpy(f"erf.{k}") for k in range(len(entries))]) / count
     meta = {"model": run.labels[0], "layers": [e[0] for e in entries],

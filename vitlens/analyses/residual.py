@@ -221,6 +221,7 @@ def residual_ratio(model: str | nn.Module, images: Any, *, n_images: int | None 
                 _accumulate(state, k, sub, canonical(feats[sub.stream], catalog[sub.stream]),
                             canonical(feats[sub.branch], catalog[sub.branch]), npt)
             state.add("images", len(idx))
+    state.all_reduce()  # under torchrun: join the ranks' sums
     return _result(state, subs, npt, run, catalog.family)
 
 

@@ -233,6 +233,26 @@ class MinibatchCKA:
         self.load_state_dict(self._combined(other.state_dict()))
         return self
 
+    def all_reduce(self) -> MinibatchCKA:
+        """Sum the state over the ranks of ``torch.distributed`` (one ``all_reduce``), in place.
+
+        A no-op in a single process. Every rank must have added at least one batch of the
+        same layers. Returns ``self``.
+        """
+        from .. import distributed as vd
+
+        if not vd.is_distributed():
+            return self
+        if self.hsic_ab is None:
+            msg = (f"rank {vd.rank()} has no batches to join; give every rank at least one "
+                   "batch (a smaller batch_size or fewer ranks)")
+            raise RuntimeError(msg)
+        st = self.state_dict()
+        sums = {k: st[k] for k in ("hsic_ab", "hsic_aa", "hsic_bb", "n_examples", "n_batches")}
+        st.update(vd.all_reduce_state_(sums))
+        self.load_state_dict(st)
+        return self
+
     def _combined(self, st: dict[str, Any]) -> dict[str, Any]:
         if self.hsic_ab is None:
             return st
