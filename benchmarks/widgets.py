@@ -77,8 +77,9 @@ def bench_attention(repeats: int) -> dict:
 
 
 def _harness(js_name: str, css_name: str, setup: str) -> str:
-    js = (WIDGETS / js_name).read_text().replace("export default { render };",
-                                                 "window.render = render;")
+    from vitlens.widgets._base import esm_source
+
+    js = esm_source(js_name).replace("export default { render };", "window.render = render;")
     css = (WIDGETS / css_name).read_text()
     return f"""<html><head><style>{css}</style></head><body><div id=el></div>
 <script type=module>

@@ -173,15 +173,16 @@ def test_image_attention_repr_is_stable():
 # ----- ESM files: no network -----
 def test_esm_files_have_no_imports_and_no_urls():
     js = sorted(WIDGETS.glob("*.js"))
-    assert {p.name for p in js} >= {"heatmap.js", "image_attention.js"}
+    assert {p.name for p in js} >= {"_shared.js", "heatmap.js", "image_attention.js"}
     for path in js:
         text = path.read_text()
         assert "https://" not in text and "http://" not in text, path.name
         assert not re.search(r"^\s*import\s", text, re.M), f"{path.name} imports a module"
-        assert "export default" in text
+        assert ("export default" in text) != path.name.startswith("_"), path.name
+    shared = (WIDGETS / "_shared.js").read_text()
     for cls, stem in ((HeatmapView, "heatmap"), (ImageAttentionView, "image_attention")):
         widget = cls()  # the ESM and CSS shipped to the browser are the package files
-        assert widget._esm == (WIDGETS / f"{stem}.js").read_text()
+        assert widget._esm == shared + "\n" + (WIDGETS / f"{stem}.js").read_text()
         assert widget._css == (WIDGETS / f"{stem}.css").read_text()
 
 

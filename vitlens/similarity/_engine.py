@@ -26,7 +26,8 @@ import torch
 
 __all__: list[str] = []
 
-_BUF_ELEMS = 1 << 22  # elements of the centring buffer: 16 MiB in float32 (cache sized)
+_BUF_ELEMS = 1 << 20  # elements of the CPU centring buffer: 4 MiB in float32 (cache sized)
+_BUF_ELEMS_GPU = 1 << 24  # on a GPU: fewer, larger products (no cache to fit)
 _STRIP_MIN = 32  # smallest row strip of the block-triangular Gram (n < 64: full product)
 _GRAM_MAX_ELEMS = 1 << 28  # above this many Gram elements prefer the feature route (memory)
 _CONST_RTOL = 64.0  # U-centred Gram below this many ulps of max|K| counts as exactly zero
@@ -61,9 +62,9 @@ def _centred_gram_into(k: torch.Tensor, x: torch.Tensor) -> None:
     """Upper block triangle of the Gram (n, n) of the batch-centred ``x`` (n, d), into ``k``.
 
     ``k`` is zero on entry and sets the dtype. The column means are taken once; column
-    chunks are then centred into one reused buffer (at most ``_BUF_ELEMS`` elements) and
+    chunks are then centred into one reused buffer (at most ``_BUF_ELEMS`` elements on CPU) and
     their Grams added. Only the upper block triangle is computed, in row strips of
-    ``max(32, n // 4)`` rows (5/8 of the work of a full product for n >= 128); entries below
+    ``max(32, n // 8)`` rows (9/16 of the work of a full product for n >= 256); entries below
     the strips' diagonal blocks are left as they were.
     """
     n, d = x.shape
@@ -72,10 +73,11 @@ def _centred_gram_into(k: torch.Tensor, x: torch.Tensor) -> None:
         x = x.to(dt)
     # column means as a matrix-vector product: far faster than a dim-0 reduction on CPU
     mu = torch.full((n,), 1.0 / n, dtype=dt, device=x.device) @ x  # (d,)
-    n_chunks = -(-d // max(64, _BUF_ELEMS // n))
+    buf_elems = _BUF_ELEMS if x.device.type == "cpu" else _BUF_ELEMS_GPU
+    n_chunks = -(-d // max(64, buf_elems // n))
     cols = -(-d // n_chunks)
     buf = torch.empty(n * min(cols, d), dtype=dt, device=x.device)
-    strip = n if n < 2 * _STRIP_MIN else max(_STRIP_MIN, n // 4)
+    strip = n if n < 2 * _STRIP_MIN else max(_STRIP_MIN, n // 8)
     for j in range(0, d, cols):
         w = min(cols, d - j)
         xc = buf[:n * w].view(n, w)
@@ -229,7 +231,7 @@ def _use_feature_route(n: int, dims_a: list[int], dims_b: list[int] | None,
                        gram_dtype: torch.dtype) -> bool:
     """Pick the cheaper route by a flop model (float64 costs twice float32).
 
-    The strip Gram costs about 5/8 of a full product for n >= 128 (0.85 is a measured
+    The strip Gram costs about 9/16 of a full product for n >= 256 (0.85 is a measured
     allowance for the smaller products). When the Gram route's memory would exceed
     ``_GRAM_MAX_ELEMS`` (very large n, as in :func:`linear_cka` on many examples) the
     feature route is taken if its own memory is smaller.

@@ -10,10 +10,22 @@ import html
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as W
 import numpy as np
+
+_HERE = Path(__file__).parent
+
+
+def esm_source(name: str) -> str:
+    """A view's JavaScript module: ``_shared.js`` (colour maps, typed arrays) then ``name``.
+
+    Plain ESM put together here, so there is no build step and no import to resolve.
+    """
+    return (_HERE / "_shared.js").read_text() + "\n" + (_HERE / name).read_text()
+
 
 #: dtypes the JavaScript views can read (``DataView`` typed-array constructors).
 WIRE_DTYPES = ("float32", "float64", "uint8", "int32")

@@ -9,7 +9,7 @@ import anywidget
 import numpy as np
 import traitlets as T
 
-from ._base import decode_array, encode_array
+from ._base import decode_array, encode_array, esm_source
 
 _HERE = Path(__file__).parent
 
@@ -31,7 +31,7 @@ class HeatmapView(anywidget.AnyWidget):
         ...                    col_labels=result.layers_b, value_label="CKA")
     """
 
-    _esm = _HERE / "heatmap.js"
+    _esm = esm_source("heatmap.js")
     _css = _HERE / "heatmap.css"
 
     # --- public traits ---

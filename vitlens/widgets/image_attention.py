@@ -9,7 +9,7 @@ import anywidget
 import numpy as np
 import traitlets as T
 
-from ._base import decode_array, encode_array
+from ._base import decode_array, encode_array, esm_source
 
 _HERE = Path(__file__).parent
 
@@ -36,7 +36,7 @@ class ImageAttentionView(anywidget.AnyWidget):
         **kwargs: Any public trait (``title``, ``prefix_names``, ``head_labels``, ...).
     """
 
-    _esm = _HERE / "image_attention.js"
+    _esm = esm_source("image_attention.js")
     _css = _HERE / "image_attention.css"
 
     # --- public traits ---
