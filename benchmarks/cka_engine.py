@@ -312,7 +312,13 @@ def e2e_worker(spec: dict) -> dict:
     loader = DataLoader(TensorDataset(x_all, torch.zeros(len(x_all))), batch_size=n)
     with PeakRSS() as p:
         t0, c0 = time.perf_counter(), time.process_time()
-        if tool == "vitlens":
+        if tool == "forward":  # the bound: bare forward passes of both models, no capture
+            with torch.no_grad():
+                for x, _ in loader:
+                    vit(x)
+                    res(x)
+            mat = np.full((len(VIT_BLOCKS), len(RES_UNITS)), np.nan)
+        elif tool == "vitlens":
             import vitlens
 
             r = vitlens.cka(vit, x_all, res, layers_a=VIT_BLOCKS, layers_b=RES_UNITS,
@@ -369,11 +375,17 @@ def report(res: dict, args) -> str:
     lines = [f"n = {args.n} per batch, {args.batches} batches (blocks), "
              f"{args.paper_batches} batches (paper); torch {torch.__version__}, "
              f"{os.cpu_count()} CPU cores, torch threads: {args.threads or 'default'}", ""]
+    fwd = res["e2e"].get("forward")
+    if fwd is not None:
+        lines += [f"Bare forward passes of both models (the end-to-end bound): "
+                  f"{fwd['seconds']:.1f} s ({fwd['cpu_seconds']:.1f} CPU s). End-to-end times "
+                  f"are the median of {len(fwd['all_seconds'])} interleaved runs.", ""]
     lines += ["**ViT-Tiny blocks (12) vs ResNet-18 units (8)**", "",
-              "| tool | end-to-end s (CPU s) | anchor / vitlens | engine-only s (CPU s) "
+              "| tool | end-to-end s (CPU s) | anchor / vitlens | e2e / forward "
+              "| engine-only s (CPU s) "
               "| anchor / vitlens | peak RSS e2e MiB | peak RSS engine MiB | max abs err e2e "
               "| max abs err engine | NaN/inf e2e, engine |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     e2e, eng = res["e2e"], b
     for tool in ("vitlens", "torch-cka", "pytorch-cka"):
         te, tg = e2e.get(tool, {"error": "not run"}), eng[tool]
@@ -383,6 +395,7 @@ def report(res: dict, args) -> str:
         lines.append(
             f"| {tool} | {te['seconds']:.1f} ({te['cpu_seconds']:.1f}) "
             f"| {te['seconds'] / e2e.get('vitlens', te)['seconds']:.2f} "
+            f"| {te['seconds'] / (fwd or {'seconds': float('nan')})['seconds']:.2f} "
             f"| {tg['seconds']:.2f} ({tg['cpu_seconds']:.2f}) "
             f"| {tg['seconds'] / eng['vitlens']['seconds']:.2f} "
             f"| {te['peak_mib']:.0f} | {tg['peak_mib']:.0f} | {_fmt_err(te['err'])} "
@@ -418,6 +431,8 @@ def main() -> None:
                     help="paper case: ViT rows torch-cka computes (time extrapolated to 72)")
     ap.add_argument("--no-paper", action="store_true")
     ap.add_argument("--no-e2e", action="store_true", help="skip the end-to-end runs")
+    ap.add_argument("--e2e-repeats", type=int, default=3,
+                    help="end-to-end runs per tool, interleaved; the median is reported")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
     ap.add_argument("--reuse", type=Path,
                     help="a --json file of an earlier run: keep its parts that did not fail")
@@ -446,18 +461,28 @@ def main() -> None:
         sys.exit(f"engines worker failed: {res['blocks']['error']}")
     res["loads"]["engines(blocks)"] = res["blocks"]["load"]
     ref = np.asarray(res["blocks"]["reference"])
-    for tool in () if args.no_e2e else ("vitlens", "torch-cka", "pytorch-cka"):
-        out = old["e2e"].get(tool, {"error": "not run"})
-        if "error" in out or "nan" not in out:
+    tools = () if args.no_e2e else ("forward", "vitlens", "torch-cka", "pytorch-cka")
+    runs: dict[str, list[dict]] = {t: [] for t in tools if "error" in old["e2e"].get(
+        t, {"error": "not run"})}
+    for _ in range(args.e2e_repeats):  # interleaved, so slow drifts hit every tool alike
+        for tool in runs:
             out = _spawn({"kind": "e2e", "tool": tool, "n": args.n, "batches": args.batches})
-        if "error" not in out:
-            m = np.asarray(out["matrix"], dtype=np.float64)
-            fin = np.isfinite(m)
-            out["err"] = float(np.abs(m - ref)[fin].max()) if fin.any() else float("nan")
-            out["nan"] = int((~fin).sum())
-            res["loads"][f"e2e {tool}"] = out["load"]
+            if "error" in out:
+                sys.exit(f"e2e worker {tool} failed: {out['error']}")
+            runs[tool].append(out)
+            print(f"{tool} end to end: {out['seconds']:.2f} s", file=sys.stderr)
+    for tool in tools:
+        if tool not in runs:
+            res["e2e"][tool] = old["e2e"][tool]
+            continue
+        outs = sorted(runs[tool], key=lambda o: o["seconds"])
+        out = dict(outs[len(outs) // 2], all_seconds=[o["seconds"] for o in runs[tool]])
+        m = np.asarray(out["matrix"], dtype=np.float64)
+        fin = np.isfinite(m)
+        out["err"] = float(np.abs(m - ref)[fin].max()) if fin.any() else float("nan")
+        out["nan"] = int((~fin).sum())
+        res["loads"][f"e2e {tool}"] = out["load"]
         res["e2e"][tool] = out
-        print(f"{tool} end to end: {out.get('seconds', out.get('error'))}", file=sys.stderr)
     if not args.no_paper and old.get("paper"):
         res["paper"] = old["paper"]
     elif not args.no_paper:
