@@ -285,14 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch CPU threads (1 avoids oversubscription on a shared machine)",
+        default=None,
+        help="torch CPU threads (default: torch's, one per core; 1 when training several "
+        "models side by side)",
     )
     parser.add_argument("--n-train", type=int, default=None)
     parser.add_argument("--test-n", type=int, default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     names = list(SPECS) if "all" in args.names else [canonical(n) for n in args.names]
     for name in _order(names):
         card = train_model(
