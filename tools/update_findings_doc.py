@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 GUIDE = """
-How to read it. The zoo's models are small (6-block ViTs of width 48, a 3-stage ResNet) and
-each trained for under 35 minutes on a CPU, on 64x64 synthetic shapes in clutter, while the
+How to read it. The zoo's models are small (6-block ViTs of width 48, a 3-stage ResNet),
+each trained for about a minute on 2 CPU cores on 64x64 synthetic shapes in clutter, while the
 paper's are ViT-B to ViT-H and BiT ResNets pretrained on JFT-300M. Findings that the paper
 ties to scale can therefore fail here, and the table says so rather than hiding it: every
 verdict comes from a statistic and a threshold fixed in `vitlens/findings/` before any
