@@ -175,22 +175,23 @@ def shard(items: Sequence[T]) -> list[T]:
     return list(items[rank()::world()])
 
 
-def shard_batches(batches: Sequence[T], *, what: str = "this analysis") -> list[T]:
+def shard_batches(batches: Sequence[T], *, what: str = "this analysis",
+                  fix: str = "pass a smaller batch_size (or more images)") -> list[T]:
     """This rank's batches under a process group with several ranks; every batch otherwise.
 
     Joins the process group ``torchrun`` describes in the environment first (as
     :func:`vitlens.cka` does), so a script runs alone or under ``torchrun`` unchanged.
 
     Raises:
-        ValueError: fewer batches than ranks (a rank would have nothing to add), naming the
-            fix.
+        ValueError: fewer batches than ranks (a rank would have nothing to add), naming
+            ``fix``.
     """
     init_from_env()
     if not is_distributed():
         return list(batches)
     if len(batches) < world():
         msg = (f"{what} has {len(batches)} batches for {world()} ranks, so some ranks would get "
-               "none; pass a smaller batch_size (or more images), or start fewer ranks")
+               f"none; {fix}, or start fewer ranks")
         raise ValueError(msg)
     return shard(batches)
 

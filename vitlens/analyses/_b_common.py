@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as vd
 from ..api import model_label, resolve_device
 from ..capture import Capture
 from ..datasets.images import ImageSource, as_images
@@ -69,8 +70,6 @@ def feature_batches(model: nn.Module, images: ImageSource, n: int, layers: Any, 
     """
     from tqdm.auto import tqdm
 
-    from .. import distributed as vd
-
     batches = balanced_batches(n, batch_size, min_size=min_size)
     if sharded:
         batches = vd.shard_batches(batches, what=desc)
@@ -100,7 +99,6 @@ def joint_cka(models: Mapping[str, str | nn.Module], images: Any, *,
     """
     from tqdm.auto import tqdm
 
-    from .. import distributed as vd
     from ..similarity import MinibatchCKA
 
     dev = resolve_device(device)

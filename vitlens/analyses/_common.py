@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as vd
 from ..api import model_label, resolve_device
 from ..datasets.images import ImageSource, as_images
 from ..datasets.preprocess import MultiModelBatches, balanced_batches
@@ -51,8 +52,6 @@ class SumState:
     def all_reduce(self) -> SumState:
         """Sum every statistic over the ranks of ``torch.distributed`` (one ``all_reduce``),
         in place; a no-op in a single process. Every rank must hold the same names."""
-        from .. import distributed as vd
-
         if vd.is_distributed():
             self.sums = vd.all_reduce_state_(self.sums)
         return self
@@ -89,8 +88,6 @@ class ImageRun:
     def iterate(self, progress: bool, desc: str) -> Iterator[tuple[range, tuple[torch.Tensor, ...]]]:
         """Yield ``(indices, per-model preprocessed batches)`` with a progress bar."""
         from tqdm.auto import tqdm
-
-        from .. import distributed as vd
 
         total = sum(len(idx) for idx in self.my_batches)
         with tqdm(total=total, disable=not progress or not vd.is_main(), unit="img",
@@ -140,8 +137,6 @@ def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch
         msg = f"batch_size={batch_size} is too small: {what} needs batches of at least {min_images}"
         raise ValueError(msg)
     batches = balanced_batches(n, batch_size, min_size=min_images)
-    from .. import distributed as vd
-
     mine = vd.shard_batches(batches, what=what)
     stream = MultiModelBatches(source, loaded, mine, dev)
     return ImageRun(loaded, labels, source, n, batches, stream, dev, mine)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed as vd
 from ..api import LayerSpec, model_label, resolve_device
 from ..capture import TOKEN_MODES, Capture
 from ..datasets.preprocess import MultiModelBatches, balanced_batches
@@ -62,7 +63,6 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
     """
     from tqdm.auto import tqdm
 
-    from .. import distributed as vd
     from ..similarity import MinibatchCKA
 
     if not isinstance(repeats, int | np.integer) or repeats < 2:
@@ -89,8 +89,8 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
     subsets = disjoint_subsets(n, repeats, seed)
     # under torchrun each rank takes whole subsets, round-robin; every subset's shuffles come
     # from its own generator, so the result does not depend on the number of ranks
-    mine = vd.shard_batches(list(range(len(subsets))), what=f"cka_with_confidence's {repeats} "
-                            "repeats (each rank takes whole subsets)")
+    mine = vd.shard_batches(list(range(len(subsets))), what="cka_with_confidence (each rank "
+                            "takes whole repeats as its batches)", fix="pass more repeats")
     pooled = MinibatchCKA(la, None if self_only else lb, device=dev)
     done: list[tuple[int, np.ndarray, list[np.ndarray], int]] = []  # (repeat, real, nulls, batches)
     with cap_a, (cap_b if not same else contextlib.nullcontext()), tqdm(
@@ -120,7 +120,8 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
                          len(batches)))
             pooled.merge(real)
     pooled.all_reduce()
-    done = sorted(d for part in vd.all_gather_object(done) for d in part)  # every rank's
+    done = sorted((d for part in vd.all_gather_object(done) for d in part),  # every rank's
+                  key=lambda d: d[0])
     stack = np.stack([d[1] for d in done])  # (R, L_a, L_b)
     nulls = [m for d in done for m in d[2]]
     n_batches = sum(d[3] for d in done)
