@@ -160,6 +160,18 @@ def test_hooks_ignore_other_threads_forward_passes(tiny_vit):
         assert set(gcap.run(x)) == {"blocks.0", "blocks.1"}
 
 
+def test_run_from_another_thread_captures_there(tiny_vit):
+    """Entered in one thread, run() in another (a widget's worker): run() owns its pass."""
+    x = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with Capture(tiny_vit, "blocks", token_mode="cls") as cap:
+        box = {}
+        t = threading.Thread(target=lambda: box.update(feats=cap.run(x)))
+        t.start()
+        t.join()
+    assert {k: tuple(v.shape) for k, v in box["feats"].items()} == {"blocks.0": (5, 32),
+                                                                     "blocks.1": (5, 32)}
+
+
 def test_layer_that_never_fires_is_an_error(tiny_vit):
     tiny_vit.blocks[1].forward = lambda x, *a, **k: x  # skip block 1's submodules
     with pytest.raises(CaptureError, match="never fired"):

@@ -16,6 +16,7 @@ same batch; ``tests/test_cache.py`` checks this against ``update``.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any
 
 import torch
@@ -86,6 +87,7 @@ class GramCapture(Capture):
             msg = "GramCapture.run() must be called inside 'with GramCapture(...) as cap:'"
             raise CaptureError(msg)
         self._store, self._fired = _Reducing(self._reduce), {}
+        self._thread = threading.get_ident()  # the forward pass below is this capture's
         with torch.no_grad():
             self.model(x)
         return self.collect()

@@ -6,9 +6,9 @@
 Hooks are registered on ``__enter__`` and removed in a ``finally`` on exit, also when the
 forward pass raises. One forward pass per batch captures every requested layer, under
 ``torch.no_grad`` (``Capture(..., grad=True)`` keeps the graph, for receptive fields).
-The hooks act only on forward passes in the thread that entered the ``with`` block, so a
-widget computing in a background thread and another using the same model in the kernel's
-thread do not see each other's batches.
+The hooks act only on forward passes in the thread that entered the ``with`` block (or that
+last called :meth:`Capture.run`), so a widget computing in a background thread and another
+using the same model in the kernel's thread do not see each other's batches.
 """
 
 from __future__ import annotations
@@ -184,6 +184,7 @@ class Capture:
             msg = "Capture.run() must be called inside 'with Capture(...) as cap:'"
             raise CaptureError(msg)
         self._store, self._fired = {}, {}
+        self._thread = threading.get_ident()  # the forward pass below is this capture's
         if self.grad:
             self.model(x)
         else:

@@ -200,6 +200,7 @@ class AttentionCapture:
             msg = "AttentionCapture.run() must be called inside 'with AttentionCapture(...) as cap:'"
             raise CaptureError(msg)
         self._store = {}
+        self._thread = threading.get_ident()  # the forward pass below is this capture's
         self._running = True
         try:
             with torch.set_grad_enabled(self.grad):
