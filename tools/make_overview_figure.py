@@ -28,7 +28,7 @@ def main() -> None:
         within.chart(title=f"CKA within vit-cls (all {len(within.layers_a)} capture points)"),
         between.chart(title="CKA: vit-cls vs resnet"),
     ).resolve_scale(color="independent")
-    save_chart(chart, ROOT / "docs" / "figures" / "cka_overview", formats=("png",))
+    save_chart(chart, ROOT / "docs" / "figures" / "cka_overview", formats=("png",), scale=1.6)
     print("wrote docs/figures/cka_overview.png")
 
 
