@@ -119,6 +119,32 @@ def test_rbf_cka_matches_reference(n, dx, dy, seed, debiased, frac):
     np.testing.assert_allclose(got, ref_rbf_cka(X, Y, frac, debiased), rtol=1e-10, atol=1e-10)
 
 
+def _kornblith_gram_rbf(x: np.ndarray, threshold: float) -> np.ndarray:
+    """Kornblith et al.'s published gram_rbf: median over all n^2 squared distances."""
+    dot = x @ x.T
+    sq_norms = np.diag(dot)
+    sq_distances = -2 * dot + sq_norms[:, None] + sq_norms[None, :]
+    return np.exp(-sq_distances / (2 * threshold**2 * np.median(sq_distances)))
+
+
+@pytest.mark.parametrize("n", [6, 9, 40])
+def test_rbf_median_of_all_matches_kornblith_code(n):
+    X, Y = _pair(np.random.default_rng(n), n, 5, 8)
+    for frac in (0.5, 0.8):
+        np.testing.assert_allclose(gram_rbf(X, frac, median_of="all"),
+                                   _kornblith_gram_rbf(X, frac), rtol=1e-10, atol=1e-12)
+        k, l_ = _kornblith_gram_rbf(X, frac), _kornblith_gram_rbf(Y, frac)
+        h = np.eye(n) - 1.0 / n
+        kc, lc = h @ k @ h, h @ l_ @ h
+        want = (kc * lc).sum() / np.sqrt((kc * kc).sum() * (lc * lc).sum())
+        got = rbf_cka(X, Y, sigma_frac=frac, debiased=False, median_of="all")
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    # the two conventions differ (for small n noticeably): the default excludes the diagonal
+    assert not np.allclose(gram_rbf(X, 0.8), gram_rbf(X, 0.8, median_of="all"))
+    with pytest.raises(ValueError, match="median_of"):
+        gram_rbf(X, median_of="diagonal")
+
+
 def test_gram_helpers_match_reference():
     rng = np.random.default_rng(1)
     X = rng.standard_normal((15, 7))

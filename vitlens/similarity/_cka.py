@@ -78,17 +78,22 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = True) -> float:
     return _ratio(_hsic0(k, l_), _hsic0(k, k), _hsic0(l_, l_))
 
 
-def rbf_cka(X: Any, Y: Any, *, sigma_frac: float = 0.8, debiased: bool = True) -> float:
+def rbf_cka(X: Any, Y: Any, *, sigma_frac: float = 0.8, debiased: bool = True,
+            median_of: str = "pairs") -> float:
     """CKA with Gaussian (RBF) kernels, as in Kornblith et al. (2019).
 
     Each representation gets its own bandwidth ``sigma = sigma_frac * median`` of its
-    off-diagonal pairwise Euclidean distances (see :func:`gram_rbf`).
+    off-diagonal pairwise Euclidean distances (see :func:`gram_rbf`; ``median_of="all"``
+    takes the median as Kornblith et al.'s published code does).
 
     Args:
         X: Features, shape (n, d_x), NumPy array or torch tensor, any float dtype.
         Y: Features, shape (n, d_y).
         sigma_frac: Bandwidth as a fraction of the median distance.
         debiased: Use the unbiased HSIC_1 (n >= 4) instead of the biased HSIC_0.
+        median_of: ``"pairs"`` (median over distinct examples, the default) or ``"all"``
+            (over all n^2 squared distances, diagonal zeros included, as in Kornblith et
+            al.'s code).
 
     Returns:
         The CKA as a Python float (computed in float64); NaN, with a
@@ -101,7 +106,7 @@ def rbf_cka(X: Any, Y: Any, *, sigma_frac: float = 0.8, debiased: bool = True) -
     tx, ty = _features_pair(X, Y, min_n=4 if debiased else 2)
     if _warn_constant((_constant(tx), _constant(ty))):
         return math.nan
-    k = _rbf_from_centred(tx, sigma_frac, "X")
-    l_ = _rbf_from_centred(ty, sigma_frac, "Y")
+    k = _rbf_from_centred(tx, sigma_frac, "X", median_of)
+    l_ = _rbf_from_centred(ty, sigma_frac, "Y", median_of)
     h = _hsic1 if debiased else _hsic0
     return _ratio(h(k, l_), h(k, k), h(l_, l_))

@@ -40,8 +40,17 @@ def gram_linear(X: Any) -> Any:
     return _like_input(t @ t.T, X)
 
 
-def _rbf_from_centred(t: torch.Tensor, sigma_frac: float, name: str) -> torch.Tensor:
-    """RBF Gram of float64 features (n, d); the bandwidth follows Kornblith et al. 2019."""
+def _rbf_from_centred(t: torch.Tensor, sigma_frac: float, name: str,
+                      median_of: str = "pairs") -> torch.Tensor:
+    """RBF Gram of float64 features (n, d); the bandwidth follows Kornblith et al. 2019.
+
+    ``median_of="pairs"``: sigma = sigma_frac * median of the distances over pairs i < j.
+    ``median_of="all"``: sigma^2 = sigma_frac^2 * median of the squared distances over all n^2
+    entries, the n zeros of the diagonal included (Kornblith et al.'s published code).
+    """
+    if median_of not in ("pairs", "all"):
+        msg = f"median_of must be 'pairs' or 'all', got {median_of!r}"
+        raise ValueError(msg)
     if not (math.isfinite(sigma_frac) and sigma_frac > 0):
         msg = f"sigma_frac must be a positive finite number, got {sigma_frac!r}"
         raise ValueError(msg)
@@ -53,11 +62,11 @@ def _rbf_from_centred(t: torch.Tensor, sigma_frac: float, name: str) -> torch.Te
     sq = (t * t).sum(dim=1)
     d2 = (sq[:, None] + sq[None, :] - 2.0 * (t @ t.T)).clamp_min_(0.0)  # (n, n)
     d2.fill_diagonal_(0.0)
-    iu = torch.triu_indices(n, n, offset=1, device=t.device)
-    dist = d2[iu[0], iu[1]].sqrt().sort().values  # off-diagonal pairwise distances
-    m = dist.numel()
-    median = dist[m // 2] if m % 2 else 0.5 * (dist[m // 2 - 1] + dist[m // 2])
-    sigma = sigma_frac * float(median)
+    if median_of == "pairs":
+        iu = torch.triu_indices(n, n, offset=1, device=t.device)
+        sigma = sigma_frac * _np_median(d2[iu[0], iu[1]].sqrt())  # off-diagonal distances
+    else:
+        sigma = sigma_frac * math.sqrt(_np_median(d2.flatten()))  # all n^2 squared distances
     if sigma <= 0.0:
         msg = (f"the median pairwise distance of {name} (shape {_shape(t)}) is zero: more "
                "than half of the examples are identical, so the RBF bandwidth is undefined")
@@ -65,16 +74,27 @@ def _rbf_from_centred(t: torch.Tensor, sigma_frac: float, name: str) -> torch.Te
     return torch.exp(d2 / (-2.0 * sigma * sigma))
 
 
-def gram_rbf(X: Any, sigma_frac: float = 0.8) -> Any:
+def _np_median(v: torch.Tensor) -> float:
+    """The NumPy median of a 1-d tensor: the mean of the two middle values for an even count."""
+    v = v.sort().values
+    m = v.numel()
+    return float(v[m // 2] if m % 2 else 0.5 * (v[m // 2 - 1] + v[m // 2]))
+
+
+def gram_rbf(X: Any, sigma_frac: float = 0.8, *, median_of: str = "pairs") -> Any:
     """Gaussian (RBF) Gram matrix with a median-distance bandwidth.
 
     ``K_ij = exp(-||x_i - x_j||^2 / (2 sigma^2))`` with ``sigma = sigma_frac * median`` of the
-    Euclidean distances over the off-diagonal pairs ``i < j`` (the NumPy median: the mean of
-    the two middle values when their number is even), as in Kornblith et al. 2019.
+    Euclidean distances between the examples, over the pairs ``i < j`` (the NumPy median: the
+    mean of the two middle values when their number is even), as Kornblith et al. 2019
+    describe it. Their published code instead takes the median of the squared distances over
+    all ``n^2`` entries, the diagonal's zeros included, which gives a smaller bandwidth for
+    small ``n``; ``median_of="all"`` reproduces it exactly.
 
     Args:
         X: Features, shape (n, d).
         sigma_frac: Bandwidth as a fraction of the median distance.
+        median_of: ``"pairs"`` (distinct examples) or ``"all"`` (Kornblith et al.'s code).
 
     Returns:
         K, shape (n, n), float64, of the same array type as ``X``.
@@ -83,7 +103,7 @@ def gram_rbf(X: Any, sigma_frac: float = 0.8) -> Any:
         ValueError: If the median distance is zero (most examples identical).
     """
     t = _check_features(X)
-    return _like_input(_rbf_from_centred(t, sigma_frac, "X"), X)
+    return _like_input(_rbf_from_centred(t, sigma_frac, "X", median_of), X)
 
 
 def _ucenter(k: torch.Tensor) -> torch.Tensor:
