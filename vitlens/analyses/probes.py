@@ -337,4 +337,3 @@ def _all_reduce_counts(hits: dict[tuple[str, str], np.ndarray]) -> dict[tuple[st
              for i, k in enumerate(keys)}
     summed = vd.all_reduce_state_(state)
     return {k: summed[str(i)].round().to(torch.int64).numpy() for i, k in enumerate(keys)}
-
