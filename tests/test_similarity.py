@@ -119,6 +119,37 @@ def test_rbf_cka_matches_reference(n, dx, dy, seed, debiased, frac):
     np.testing.assert_allclose(got, ref_rbf_cka(X, Y, frac, debiased), rtol=1e-10, atol=1e-10)
 
 
+def _kornblith_feature_space_linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool) -> float:
+    """Kornblith et al.'s published feature_space_linear_cka (debiased: Song et al.'s HSIC)."""
+
+    def helper(xty, sx, sy, nx, ny, n):
+        return xty - n / (n - 2.0) * sx.dot(sy) + nx * ny / ((n - 1) * (n - 2))
+
+    x = x - x.mean(0, keepdims=True)
+    y = y - y.mean(0, keepdims=True)
+    dot = np.linalg.norm(x.T @ y) ** 2
+    norm_x, norm_y = np.linalg.norm(x.T @ x), np.linalg.norm(y.T @ y)
+    if debiased:
+        n = x.shape[0]
+        sx, sy = np.einsum("ij,ij->i", x, x), np.einsum("ij,ij->i", y, y)
+        dot = helper(dot, sx, sy, sx.sum(), sy.sum(), n)
+        norm_x = np.sqrt(helper(norm_x**2, sx, sx, sx.sum(), sx.sum(), n))
+        norm_y = np.sqrt(helper(norm_y**2, sy, sy, sy.sum(), sy.sum(), n))
+    return dot / (norm_x * norm_y)
+
+
+@pytest.mark.parametrize(("n", "dx", "dy"), [(10, 50, 30), (100, 5, 7), (33, 33, 12)])
+@pytest.mark.parametrize("debiased", [False, True])
+def test_linear_cka_matches_kornblith_code(n, dx, dy, debiased):
+    rng = np.random.default_rng(n)
+    X = rng.standard_normal((n, dx)) + 3.0
+    k = min(dx, dy)
+    Y = X[:, :k] @ rng.standard_normal((k, dy)) + rng.standard_normal((n, dy))
+    np.testing.assert_allclose(linear_cka(X, Y, debiased=debiased),
+                               _kornblith_feature_space_linear_cka(X, Y, debiased),
+                               rtol=0, atol=1e-13)
+
+
 def _kornblith_gram_rbf(x: np.ndarray, threshold: float) -> np.ndarray:
     """Kornblith et al.'s published gram_rbf: median over all n^2 squared distances."""
     dot = x @ x.T
