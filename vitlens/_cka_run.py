@@ -343,16 +343,10 @@ class CKARun:
         """Join the sums of every rank (one ``all_reduce``); a no-op in one process."""
         if not self.sharded:
             return
-        st = self.engine.state_dict()
         la = len(self.layers_a)
         lb = la if self.self_only else len(self.layers_b)
-        shapes = {"hsic_ab": (la, lb), "hsic_aa": (la,), "hsic_bb": (lb,)}
-        sums = {k: st[k] if st[k] is not None else torch.zeros(s, dtype=torch.float64)
-                for k, s in shapes.items()}  # a rank without batches contributes zeros
-        sums.update(n_examples=st["n_examples"], n_batches=st["n_batches"])
-        st.update(_dist.all_reduce_state_(sums))
-        st["self_comparison"] = self.self_only
-        self.engine.load_state_dict(st)
+        # a rank without batches contributes zeros
+        self.engine.all_reduce(sizes=(la, lb), self_comparison=self.self_only)
 
     def finish(self) -> SimilarityResult:
         """Reduce over ranks, compute the matrix, store it (rank 0) and drop checkpoints."""

@@ -18,6 +18,7 @@ from ..datasets.preprocess import MultiModelBatches, balanced_batches
 from ..errors import ImageError
 from ..models.loading import load_model
 from ..similarity_result import SimilarityResult
+from ._common import rank_bar
 
 ESTIMATOR = "minibatch linear CKA, unbiased HSIC (Song et al. 2012)"
 
@@ -68,15 +69,13 @@ def feature_batches(model: nn.Module, images: ImageSource, n: int, layers: Any, 
     With ``sharded=True``, under ``torchrun`` only this rank's batches (round-robin): the
     caller joins its sums over the ranks afterwards.
     """
-    from tqdm.auto import tqdm
 
     batches = balanced_batches(n, batch_size, min_size=min_size)
     if sharded:
         batches = vd.shard_batches(batches, what=desc)
     stream = MultiModelBatches(images, [model], batches, device)
     with Capture(model, layers, token_mode=token_mode) as cap, \
-            tqdm(total=sum(len(b) for b in batches), disable=not progress or not vd.is_main(),
-                 unit="img", desc=desc) as bar:
+            rank_bar(batches, progress, desc) as bar:
         for idx in batches:
             x = stream.load(idx)[0]
             yield idx, x, cap.run(x)
@@ -97,7 +96,6 @@ def joint_cka(models: Mapping[str, str | nn.Module], images: Any, *,
     Returns:
         ``{(row label, column label): SimilarityResult}``.
     """
-    from tqdm.auto import tqdm
 
     from ..similarity import MinibatchCKA
 
@@ -124,9 +122,7 @@ def joint_cka(models: Mapping[str, str | nn.Module], images: Any, *,
     batches = balanced_batches(n, batch_size)
     mine = vd.shard_batches(batches, what=desc)  # under torchrun: this rank's batches
     stream = MultiModelBatches(src, [uniq[i] for i in order], mine, dev)
-    with contextlib.ExitStack() as stack, \
-            tqdm(total=sum(len(b) for b in mine), disable=not progress or not vd.is_main(),
-                 unit="img", desc=desc) as bar:
+    with contextlib.ExitStack() as stack, rank_bar(mine, progress, desc) as bar:
         for cap in caps.values():
             stack.enter_context(cap)
         for idx in mine:

@@ -63,6 +63,14 @@ class SumState:
         return self.sums[name].detach().cpu().numpy()
 
 
+def rank_bar(batches: Sequence[Sequence[int]], progress: bool, desc: str):
+    """A progress bar over the images of this rank's batches, shown on rank 0 only."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=sum(len(b) for b in batches), disable=not progress or not vd.is_main(),
+                unit="img", desc=desc)
+
+
 @dataclass
 class ImageRun:
     """One or more models, an image source, and balanced batches of it.
@@ -87,11 +95,7 @@ class ImageRun:
 
     def iterate(self, progress: bool, desc: str) -> Iterator[tuple[range, tuple[torch.Tensor, ...]]]:
         """Yield ``(indices, per-model preprocessed batches)`` with a progress bar."""
-        from tqdm.auto import tqdm
-
-        total = sum(len(idx) for idx in self.my_batches)
-        with tqdm(total=total, disable=not progress or not vd.is_main(), unit="img",
-                  desc=desc) as bar:
+        with rank_bar(self.my_batches, progress, desc) as bar:
             for idx in self.my_batches:
                 xs = self.stream.load(idx)
                 yield idx, xs

@@ -24,6 +24,7 @@ from ..capture import TOKEN_MODES, Capture
 from ..datasets.preprocess import MultiModelBatches, balanced_batches
 from ..similarity_result import SimilarityResult
 from ._b_common import ESTIMATOR, SubsetImages, images_and_count, load
+from ._common import rank_bar
 
 __all__ = ["cka_with_confidence", "disjoint_subsets"]
 
@@ -61,7 +62,6 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
         ImageError: fewer than ``4 * repeats`` images.
         ValueError: ``repeats < 2`` or a negative ``permutations``.
     """
-    from tqdm.auto import tqdm
 
     from ..similarity import MinibatchCKA
 
@@ -93,10 +93,9 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
                             "takes whole repeats as its batches)", fix="pass more repeats")
     pooled = MinibatchCKA(la, None if self_only else lb, device=dev)
     done: list[tuple[int, np.ndarray, list[np.ndarray], int]] = []  # (repeat, real, nulls, batches)
-    with cap_a, (cap_b if not same else contextlib.nullcontext()), tqdm(
-            total=sum(len(subsets[r]) for r in mine), disable=not progress or not vd.is_main(),
-            unit="img",
-            desc=f"CKA±std {model_label(model_a)} vs {model_label(model_b or model_a)}") as bar:
+    with cap_a, (cap_b if not same else contextlib.nullcontext()), rank_bar(
+            [subsets[r] for r in mine], progress,
+            f"CKA±std {model_label(model_a)} vs {model_label(model_b or model_a)}") as bar:
         for r in mine:
             sub = SubsetImages(src, subsets[r])
             gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + r)

@@ -332,8 +332,6 @@ def _all_reduce_counts(hits: dict[tuple[str, str], np.ndarray]) -> dict[tuple[st
 
     if not vd.is_distributed():
         return hits
-    keys = sorted(hits)
-    state = {str(i): torch.as_tensor(np.asarray(hits[k]), dtype=torch.float64)
-             for i, k in enumerate(keys)}
-    summed = vd.all_reduce_state_(state)
-    return {k: summed[str(i)].round().to(torch.int64).numpy() for i, k in enumerate(keys)}
+    summed = vd.all_reduce_state_({k: torch.as_tensor(np.asarray(v), dtype=torch.float64)
+                                   for k, v in hits.items()})
+    return {k: v.round().to(torch.int64).numpy() for k, v in summed.items()}

@@ -233,21 +233,34 @@ class MinibatchCKA:
         self.load_state_dict(self._combined(other.state_dict()))
         return self
 
-    def all_reduce(self) -> MinibatchCKA:
+    def all_reduce(self, *, sizes: tuple[int, int] | None = None,
+                   self_comparison: bool = False) -> MinibatchCKA:
         """Sum the state over the ranks of ``torch.distributed`` (one ``all_reduce``), in place.
 
-        A no-op in a single process. Every rank must have added at least one batch of the
-        same layers. Returns ``self``.
+        A no-op in a single process. Returns ``self``.
+
+        Args:
+            sizes: ``(L_a, L_b)``: lets a rank that added no batch contribute zeros (with
+                ``self_comparison`` saying what the others hold). Without it, such a rank
+                is an error.
+            self_comparison: For a rank without batches, whether the batches compare a
+                model with itself.
         """
         from .. import distributed as vd
 
         if not vd.is_distributed():
             return self
-        if self.hsic_ab is None:
-            msg = (f"rank {vd.rank()} has no batches to join; give every rank at least one "
-                   "batch (a smaller batch_size or fewer ranks)")
-            raise RuntimeError(msg)
         st = self.state_dict()
+        if self.hsic_ab is None:
+            if sizes is None:
+                msg = (f"rank {vd.rank()} has no batches to join; give every rank at least one "
+                       "batch (a smaller batch_size or fewer ranks)")
+                raise RuntimeError(msg)
+            la, lb = sizes
+            st.update(hsic_ab=torch.zeros(la, lb, dtype=torch.float64),
+                      hsic_aa=torch.zeros(la, dtype=torch.float64),
+                      hsic_bb=torch.zeros(lb, dtype=torch.float64),
+                      self_comparison=self_comparison)
         sums = {k: st[k] for k in ("hsic_ab", "hsic_aa", "hsic_bb", "n_examples", "n_batches")}
         st.update(vd.all_reduce_state_(sums))
         self.load_state_dict(st)
