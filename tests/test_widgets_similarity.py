@@ -157,12 +157,15 @@ def test_built_from_a_precomputed_result_shows_it_instantly(tmp_path):
                             "token_mode": "flatten", "n_images": 512, "n_batches": 4})
     path = res.save(tmp_path / "cka.npz")
     ex = SimilarityExplorer.from_result(SimilarityResult.load(path), run=True)
-    assert not ex.running and ex._thread is None
+    assert not ex.running and ex._runs._thread is None
     np.testing.assert_allclose(ex.heatmap.matrix, m, atol=1e-7)
     assert ex.heatmap.row_title == "vitlens/vit-cls layers"
     assert ex.n_images.value == 512 and ex.progress.value == ex.progress.max == 4
-    assert repr(ex) == ("SimilarityExplorer(vitlens/vit-cls vs vitlens/resnet, samples, "
-                        "n_images=512, layers='blocks'/'blocks', token_mode='flatten')")
+    # The controls show the result's settings: its layers (no selector gives exactly
+    # these two), and images it does not name (shown as unknown, not as "samples").
+    assert repr(ex) == ("SimilarityExplorer(vitlens/vit-cls vs vitlens/resnet, "
+                        "result's: unknown, n_images=512, layers='blocks.0, blocks.1'/"
+                        "'stem, layer1.0, layer2.0', token_mode='flatten')")
     ex.heatmap.set_state({"selected": [1, 1]})
     assert "0.9000" in ex.details.value
     ex.run()  # same settings: served from the cache, no model is loaded

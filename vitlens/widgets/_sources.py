@@ -13,6 +13,25 @@ from torch import nn
 IMAGE_SOURCES = ("samples", "synthetic")
 
 
+def source_label(images: Any) -> str:
+    """The dropdown text for an image source passed in by the user (never a bare type name).
+
+    A folder shows its path, a named source its name, a list or tensor its length.
+    """
+    if isinstance(images, str | bytes) or hasattr(images, "__fspath__"):
+        import os
+
+        return f"folder: {os.fspath(images)!s}"
+    name = getattr(images, "name", None)
+    if isinstance(name, str) and name:
+        return f"custom: {name}"
+    try:
+        n = len(images)
+    except TypeError:
+        return f"custom: {type(images).__name__}"
+    return f"custom: {type(images).__name__} of {n} images"
+
+
 def zoo_choices() -> list[str]:
     """``"vitlens/<name>"`` for every zoo model."""
     from .. import zoo

@@ -10,11 +10,12 @@ import numpy as np
 import traitlets as T
 
 from ._base import decode_array, encode_array, esm_source
+from ._static import StaticPicture
 
 _HERE = Path(__file__).parent
 
 
-class HeatmapView(anywidget.AnyWidget):
+class HeatmapView(StaticPicture, anywidget.AnyWidget):
     """A matrix drawn on a canvas: rows and columns labelled, colour legend, hover readout.
 
     Clicking a cell sets :attr:`selected` to ``[row, col]`` (synced back to Python, so
@@ -138,6 +139,45 @@ class HeatmapView(anywidget.AnyWidget):
             msg = f"selected cell {[i, j]} is outside the {rows}x{cols} matrix"
             raise T.TraitError(msg)
         return [i, j]
+
+    def _picture(self) -> Any:
+        """The matrix with its title, axis titles, some labels and the colour legend."""
+        from PIL import Image
+
+        from ._static import _font, canvas, colourize, empty_picture, legend, value_range
+
+        rows, cols = self.shape
+        if not rows or not cols:
+            return empty_picture(self.message or "no matrix yet", self.size, self.size // 2)
+        m = self.matrix.astype(np.float64)
+        lo, hi = value_range(m, self.vmin, self.vmax)
+        colours = colourize(m[::-1] if self.origin == "lower" else m, lo, hi, self.colormap)
+        side = max(120, int(self.size))
+        cells = Image.fromarray(colours).resize((side, side), Image.NEAREST)
+        left, bottom = 110, 96
+        img, draw, y0 = canvas(left + side + 120, side + bottom + 8, self.title)
+        img.paste(cells, (left, y0 + 4))
+        font = _font(10)
+        step_r, step_c = max(1, -(-rows * 12 // side)), max(1, -(-cols * 12 // side))
+        for i in range(0, rows, step_r):
+            r = rows - 1 - i if self.origin == "lower" else i
+            yy = y0 + 4 + (r + 0.5) * side / rows - 6
+            draw.text((4, yy), str(self.row_labels[i])[-18:], fill=(50, 50, 50), font=font)
+        labels = Image.new("RGB", (bottom - 18, side), (255, 255, 255))
+        from PIL import ImageDraw
+
+        ld = ImageDraw.Draw(labels)
+        for j in range(0, cols, step_c):
+            ld.text((2, (j + 0.5) * side / cols - 6), str(self.col_labels[j])[-14:],
+                    fill=(50, 50, 50), font=font)
+        img.paste(labels.rotate(90, expand=True), (left, y0 + side + 8))
+        draw.text((left + side // 2 - 40, y0 + side + bottom - 10), self.col_title,
+                  fill=(20, 20, 20), font=_font(11))
+        legend(draw, left + side + 16, y0 + 4, min(200, side - 40), lo, hi, self.colormap,
+               self.value_label)
+        if self.message:
+            draw.text((left + 8, y0 + 10), self.message, fill=(120, 0, 30), font=_font(12))
+        return img
 
     def __repr__(self) -> str:
         rows, cols = self.shape

@@ -10,11 +10,12 @@ import numpy as np
 import traitlets as T
 
 from ._base import decode_array, encode_array, esm_source
+from ._static import StaticPicture
 
 _HERE = Path(__file__).parent
 
 
-class ImageAttentionView(anywidget.AnyWidget):
+class ImageAttentionView(StaticPicture, anywidget.AnyWidget):
     """An image with a per-patch map drawn over it, a head grid, and a clickable query patch.
 
     The view holds ``values`` of shape (K, Nq, Nk): K panels (heads), Nq queries and Nk keys,
@@ -189,6 +190,46 @@ class ImageAttentionView(anywidget.AnyWidget):
                       erf.reshape(k, 1, h * w), grid=(h, w))
         view.head = k - 1  # the deepest layer, large
         return view
+
+    def clear(self) -> None:
+        """Remove the image and the map (an empty view, e.g. after an error)."""
+        with self.hold_sync():
+            self.query = None
+            self.head = -1
+            self._image, self._image_shape = b"", [0, 0, 3]
+            self._values, self._shape = b"", [0, 0, 0]
+            self.head_labels = []
+            self._version += 1
+
+    @property
+    def empty(self) -> bool:
+        return not self._shape[0] and not self._image_shape[0]
+
+    def _picture(self) -> Any:
+        """The image with the current map over it (as the main canvas draws it) and a legend."""
+        from PIL import Image
+
+        from ._static import canvas, colourize, empty_picture, legend, value_range
+
+        side = max(96, int(self.size))
+        if self.empty:
+            return empty_picture(self.message or "nothing to show", side, side // 2)
+        img, draw, y0 = canvas(side + 110, side + 8, self.title)
+        if self._image_shape[0]:
+            base = Image.fromarray(self.image).resize((side, side), Image.BILINEAR)
+        else:
+            base = Image.new("RGB", (side, side), (255, 255, 255))
+        lo, hi = 0.0, 1.0
+        if self._shape[0] and self.grid[0]:
+            m = self.current_map()
+            lo, hi = value_range(m, None, None)
+            over = Image.fromarray(colourize(m, lo, hi, self.colormap)).resize((side, side),
+                                                                                Image.NEAREST)
+            base = Image.blend(base, over, float(self.opacity))
+        img.paste(base, (0, y0 + 4))
+        legend(draw, side + 16, y0 + 4, min(160, side - 40), lo, hi, self.colormap,
+               self.value_label)
+        return img
 
     def __repr__(self) -> str:
         k, nq, nk = (int(s) for s in self._shape)

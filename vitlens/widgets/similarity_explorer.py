@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import html
 import threading
-import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 import numpy as np
 from torch import nn
 
-from ..capture import TOKEN_MODES
-from ..similarity_result import SimilarityResult
+from .. import TOKEN_MODES
 from ._base import LRUCache, MessageArea, model_key
-from ._sources import IMAGE_SOURCES, ModelChoices, image_source
+from ._live import BackgroundRuns
+from ._sources import IMAGE_SOURCES, ModelChoices, image_source, source_label
+from ._static import StaticPicture
 from .heatmap import HeatmapView
+
+if TYPE_CHECKING:
+    from .. import SimilarityResult
 
 #: Layer selectors offered in the dropdowns (any kind or layer name can be typed).
 LAYER_CHOICES = ("blocks", "all", "attn", "mlp_hidden", "resid_mid", "norm1", "unit", "branch",
                  "stage")
+PLACEHOLDER = "<i>Click a cell to see that layer pair.</i>"
+#: Colour scales: the fixed CKA range, or the range of the matrix shown.
+SCALES = (("0 to 1", "fixed"), ("data range", "data"))
 
 
 def _source_size(images: Any) -> int:
@@ -32,12 +38,20 @@ def _source_size(images: Any) -> int:
         return 512
 
 
-class SimilarityExplorer(W.VBox):
+def _result_class() -> type:
+    from .. import SimilarityResult
+
+    return SimilarityResult
+
+
+class SimilarityExplorer(StaticPicture, W.VBox):
     """Minibatch CKA between every pair of layers of two models, live.
 
-    The heatmap fills in as batches arrive, in a background thread, so the kernel stays
-    responsive; Cancel stops after the current batch. Results are cached in memory, so going
-    back to an earlier choice is instant. Clicking a cell shows that layer pair's details.
+    Changing a control recomputes by itself (debounced; the run in flight is cancelled)
+    while "auto" is on, and a choice already computed is shown at once from an in-memory
+    cache. The heatmap fills in as batches arrive, in a background thread, so the kernel
+    stays responsive; Cancel stops after the current batch. Clicking a cell shows that layer
+    pair's details, always read from the matrix on screen.
 
     Args:
         model_a, model_b: Zoo names (``"vitlens/vit-cls"``), timm names or model objects.
@@ -45,12 +59,14 @@ class SimilarityExplorer(W.VBox):
         images: ``"samples"``, ``"synthetic"`` or any image source
             (:func:`vitlens.datasets.as_images`).
         n_images: Number of images (the slider's start value).
-        layers, layers_b: Layer selectors for models A and B (``"blocks"``, ``"all"``, a kind).
+        layers, layers_b: Layer selectors for models A and B (``"blocks"``, ``"all"``, a kind,
+            or layer names separated by commas).
         token_mode: One of :data:`vitlens.TOKEN_MODES`.
         batch_size: Images per batch (one heatmap update per batch).
         device: Torch device (CUDA when available by default).
         result: A precomputed :class:`~vitlens.SimilarityResult` to show at once.
         run: Start computing immediately (ignored with ``result``).
+        auto: Recompute when a control changes (the "auto" switch's start value).
 
     Example:
         >>> vitlens.widgets.SimilarityExplorer("vitlens/vit-cls", "vitlens/resnet")
@@ -60,58 +76,74 @@ class SimilarityExplorer(W.VBox):
                  model_b: str | nn.Module | None = "vitlens/resnet", *, images: Any = "samples",
                  n_images: int = 64, layers: str = "blocks", layers_b: str | None = None,
                  token_mode: str = "flatten", batch_size: int = 16, device: Any = None,
-                 result: SimilarityResult | None = None, run: bool = True) -> None:
+                 result: SimilarityResult | None = None, run: bool = True,
+                 auto: bool = True) -> None:
         self.models = ModelChoices(model_a, model_b if model_b is not None else model_a)
         label_a = self.models.add(model_a)
         label_b = self.models.add(model_b) if model_b is not None else label_a
         self._custom_images: dict[str, Any] = {}
         img_choice = images
-        if not (isinstance(images, str) and images in IMAGE_SOURCES):
-            img_choice = f"custom: {getattr(images, 'name', None) or type(images).__name__}"
+        if isinstance(images, _UnknownImages):
+            img_choice = images.label
+            self._custom_images[img_choice] = images
+        elif not (isinstance(images, str) and images in IMAGE_SOURCES):
+            img_choice = source_label(images)
             self._custom_images[img_choice] = images
         self.device = device
         self.batch_size = batch_size
         self.cache = LRUCache(32)
-        self._thread: threading.Thread | None = None
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
+        self._runs = BackgroundRuns("vitlens-cka")
         self.result: SimilarityResult | None = None
         self.status_text = ""
 
         opts = self.models.options()
         style = {"description_width": "70px"}
-        self.model_a = W.Combobox(value=label_a, options=opts, description="Model A",
-                                  ensure_option=False, style=style)
-        self.model_b = W.Combobox(value=label_b, options=opts, description="Model B",
-                                  ensure_option=False, style=style)
+        combo = {"ensure_option": False, "style": style, "continuous_update": False}
+        self.model_a = W.Combobox(value=label_a, options=opts, description="Model A", **combo)
+        self.model_b = W.Combobox(value=label_b, options=opts, description="Model B", **combo)
         self.images = W.Dropdown(options=list(IMAGE_SOURCES) + list(self._custom_images),
                                  value=img_choice, description="Images", style=style)
-        most = _source_size(images) if self._custom_images else 512
+        most = max(_source_size(images), 4) if self._custom_images and not isinstance(
+            images, _UnknownImages) else max(512, int(n_images))
         self.n_images = W.IntSlider(value=min(n_images, most), min=min(8, most), max=most, step=8,
                                     description="# images", style=style, continuous_update=False)
-        self.layers_a = W.Combobox(value=layers, options=list(LAYER_CHOICES), ensure_option=False,
-                                   description="Layers A", style=style)
+        self.n_images.add_class("vitlens-n-images")
+        self.layers_a = W.Combobox(value=layers, options=list(LAYER_CHOICES),
+                                   description="Layers A", **combo)
         self.layers_b = W.Combobox(value=layers_b or layers, options=list(LAYER_CHOICES),
-                                   ensure_option=False, description="Layers B", style=style)
+                                   description="Layers B", **combo)
         self.token_mode = W.Dropdown(options=list(TOKEN_MODES), value=token_mode,
                                      description="Tokens", style=style)
+        self.scale = W.Dropdown(options=list(SCALES), value="fixed", description="Colours",
+                                style=style)
+        self.auto = W.Checkbox(value=auto, description="auto", indent=False,
+                               tooltip="recompute when a control changes",
+                               layout=W.Layout(width="70px"))
+        self.auto.add_class("vitlens-auto")
         self.run_button = W.Button(description="Run", button_style="primary", icon="play")
         self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="Batches", style=style)
         self.status = W.HTML("")
+        self.status.add_class("vitlens-status")
         self.message = MessageArea()
         self.heatmap = HeatmapView(title="CKA", value_label="CKA", vmin=0.0, vmax=1.0,
                                    origin="lower", size=380)
-        self.details = W.HTML("<i>Click a cell to see that layer pair.</i>")
+        self.details = W.HTML(PLACEHOLDER)
+        self.details.add_class("vitlens-details")
         self.run_button.on_click(lambda _b: self.run())
         self.cancel_button.on_click(lambda _b: self.cancel())
-        self.heatmap.observe(self._on_select, "selected")
+        self.heatmap.observe(lambda _c: self._show_details(), "selected")
+        for control in (self.model_a, self.model_b, self.images, self.n_images, self.layers_a,
+                        self.layers_b, self.token_mode):
+            control.observe(self._on_control, "value")
+        self.scale.observe(lambda _c: self._apply_scale(), "value")
 
         controls = W.VBox([
             W.HBox([self.model_a, self.model_b]),
             W.HBox([self.images, self.n_images]),
             W.HBox([self.layers_a, self.layers_b, self.token_mode]),
-            W.HBox([self.run_button, self.cancel_button, self.progress, self.status]),
+            W.HBox([self.auto, self.run_button, self.cancel_button, self.progress, self.status]),
+            W.HBox([self.scale]),
         ])
         super().__init__([controls, self.message, W.HBox([self.heatmap, self.details])])
         self.add_class("vitlens-explorer")
@@ -138,111 +170,161 @@ class SimilarityExplorer(W.VBox):
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._runs.running
 
     # ----- actions -----
+    def _on_control(self, _change: dict) -> None:
+        """A control changed: the cached answer at once, else a (debounced) recompute."""
+        if self._key(self.settings()) in self.cache:
+            self.run()
+        elif self.auto.value:
+            self._set_status("changed: recomputing…")
+            self._runs.later(self.run)
+        else:
+            self._set_status("settings changed: press Run")
+
     def run(self) -> None:
-        """Compute the CKA for the current choices (from the cache when possible)."""
-        if self.running:
-            self.cancel()
-            self.wait()
+        """Compute the CKA for the current choices (from the cache when possible).
+
+        A run in flight is cancelled first; the new one starts when it has stopped.
+        """
         s = self.settings()
         key = self._key(s)
         if key in self.cache:
-            self.show_result(self.cache.get(key, lambda: None))
-            self._set_status("from cache")
+            with self._runs.lock:
+                self._runs.supersede()
+                self.show_result(self.cache.get(key, lambda: None))
+                self._set_status("from cache")
+                self.run_button.disabled, self.cancel_button.disabled = False, True
             return
-        self.message.clear()
-        self.heatmap.message = ""
-        self._cancel = threading.Event()
-        self.run_button.disabled, self.cancel_button.disabled = True, False
-        self.progress.value = 0
-        self._set_status("loading models…")
-        self._thread = threading.Thread(target=self._work, args=(s, key, self._cancel),
-                                        name="vitlens-cka", daemon=True)
-        self._thread.start()
+        with self._runs.lock:
+            self.message.clear()
+            self.heatmap.message = ""
+            self.run_button.disabled, self.cancel_button.disabled = True, False
+            self.progress.value = 0
+            self._set_status("loading models…")
+            self._runs.start(self._work, s, key)
 
     def cancel(self) -> None:
         """Stop after the current batch; the partial matrix stays on screen."""
-        self._cancel.set()
+        self._runs.cancel()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the background computation ends; True if it did within ``timeout``."""
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            return not t.is_alive()
-        return True
+        return self._runs.wait(timeout)
 
     def show_result(self, result: SimilarityResult) -> None:
         """Display a (precomputed) result at once."""
-        if not isinstance(result, SimilarityResult):
+        if not isinstance(result, _result_class()):
             msg = f"expected a SimilarityResult, got {type(result).__name__}"
             raise TypeError(msg)
         self.result = result
         a = result.meta.get("model_a", "model A")
         b = result.meta.get("model_b", a)
-        self.heatmap.row_title, self.heatmap.col_title = f"{a} layers", f"{b} layers"
+        self._new_axes(f"{a} layers", f"{b} layers", list(result.layers_a), list(result.layers_b))
         self.heatmap.set_matrix(result.matrix, result.layers_a, result.layers_b)
         self.heatmap.message = ""
         n = result.meta.get("n_batches") or 1
         self.progress.max, self.progress.value = max(int(n), 1), max(int(n), 1)
         self.message.clear()
         self._set_status(f"{result.meta.get('n_images', '?')} images")
-        self._on_select({"new": self.heatmap.selected})
+        self._apply_scale()
+        self._show_details()
+
+    def _new_axes(self, row_title: str, col_title: str, rows: list[str], cols: list[str]) -> None:
+        """New axes: a selection made on other layers no longer applies, so it is cleared."""
+        if rows != list(self.heatmap.row_labels) or cols != list(self.heatmap.col_labels):
+            self.heatmap.selected = None
+        self.heatmap.row_title, self.heatmap.col_title = row_title, col_title
+
+    def _apply_scale(self) -> None:
+        """The colour scale: 0 to 1, or the matrix's own range (the legend shows it)."""
+        data = self.scale.value == "data"
+        with self.heatmap.hold_sync():
+            self.heatmap.vmin, self.heatmap.vmax = (None, None) if data else (0.0, 1.0)
+            self.heatmap.value_label = "CKA (data range)" if data else "CKA"
 
     # ----- background work -----
-    def _work(self, s: dict[str, Any], key: tuple, cancel: threading.Event) -> None:
-        from ..api import CKARun
+    def _images_for(self, s: dict[str, Any]) -> Any:
+        chosen = self._custom_images.get(s["images"])
+        if isinstance(chosen, _UnknownImages):
+            raise ValueError(chosen.message)
+        return image_source(s["images"], s["n_images"], self._custom_images)
 
+    def _work(self, cancel: threading.Event, s: dict[str, Any], key: tuple) -> None:
+        from ..api import cka_stream
+        from ..models.layers import layer_catalog
+
+        runs, done, nb = self._runs, 0, 0
         try:
             ma = self.models.load(s["model_a"])
             same = s["model_b"] == s["model_a"]
-            mb = None if same else self.models.load(s["model_b"])
-            imgs = image_source(s["images"], s["n_images"], self._custom_images)
-            run = CKARun(ma, imgs, mb, layers_a=s["layers_a"], layers_b=s["layers_b"],
-                         token_mode=s["token_mode"], batch_size=self.batch_size,
-                         device=self.device, n_images=min(s["n_images"], len(imgs)),
-                         images_b=None)
-            run.label_a, run.label_b = s["model_a"], s["model_a"] if same else s["model_b"]
-            nb = len(run.batches)
-            pending = np.full((len(run.layers_a), len(run.layers_b)), np.nan)
-            self.heatmap.row_title = f"{run.label_a} layers"
-            self.heatmap.col_title = f"{run.label_b} layers"
-            self.heatmap.set_matrix(pending, run.layers_a, run.layers_b)
-            self.progress.max = nb
-            with run:
-                for k, idx in enumerate(run.batches, start=1):
+            mb = ma if same else self.models.load(s["model_b"])
+            imgs = self._images_for(s)
+            la, lb = _layers(s["layers_a"]), _layers(s["layers_b"])
+            rows, cols = layer_catalog(ma).select(la), layer_catalog(mb).select(lb)
+            label_b = s["model_a"] if same else s["model_b"]
+
+            def begin() -> None:  # the axes and an all-pending matrix, before any batch
+                self._new_axes(f"{s['model_a']} layers", f"{label_b} layers", rows, cols)
+                self.heatmap.set_matrix(np.full((len(rows), len(cols)), np.nan), rows, cols)
+                self.result = None
+                self._show_details()
+
+            runs.publish(cancel, begin)
+            stream = cka_stream(ma, imgs, None if same else mb, layers_a=la, layers_b=lb,
+                                token_mode=s["token_mode"], batch_size=self.batch_size,
+                                device=self.device, progress=False, cache=False,
+                                n_images=min(s["n_images"], len(imgs)))
+            try:
+                for res in stream:
                     if cancel.is_set():
-                        self._set_status(f"cancelled after {k - 1}/{nb} batches")
-                        return
-                    self._set_status(f"batch {k}/{nb}…")
-                    run.step(idx)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", RuntimeWarning)
-                        res = run.result(k if k < nb else None)
-                    self.result = res
-                    self.heatmap.set_matrix(res.matrix)
-                    self.progress.value = k
-                    self._on_select({"new": self.heatmap.selected})
-            self.cache.put(key, res)
-            self._set_status(f"done: {run.n} images")
+                        break
+                    nb = int(res.meta.get("n_batches", 1))
+                    done = int(res.meta.get("partial", {}).get("batches_done", nb))
+
+                    def show(res: Any = res, done: int = done, nb: int = nb) -> None:
+                        self.result = res
+                        self.heatmap.set_matrix(res.matrix, res.layers_a, res.layers_b)
+                        self.progress.max, self.progress.value = nb, done
+                        self._set_status(f"batch {done}/{nb}…" if done < nb else
+                                         f"done: {res.meta['n_images']} images")
+                        self._show_details()
+
+                    runs.publish(cancel, show)
+            finally:
+                stream.close()
+            if not cancel.is_set() and self.result is not None and done == nb:
+                self.cache.put(key, self.result)
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.message.error(err)
-            self._set_status("failed")
-            if self.result is None or self.heatmap.shape == (0, 0):
-                self.heatmap.message = "no result: see the message above"
+            runs.publish(cancel, lambda err=err: self._show_error(err))
         finally:
-            self.run_button.disabled, self.cancel_button.disabled = False, True
+            with runs.lock:
+                if runs.is_current(cancel):
+                    if cancel.is_set():
+                        self._set_status(f"cancelled after {done}/{nb or '?'} batches")
+                    self.run_button.disabled, self.cancel_button.disabled = False, True
+
+    def _show_error(self, err: BaseException) -> None:
+        """The error, and empty views: nothing left from an earlier choice."""
+        self.message.error(err)
+        self._set_status("failed")
+        self.result = None
+        self.heatmap.clear()
+        self.heatmap.message = "no result: see the message above"
+        self.progress.value = 0
+        self._show_details()
 
     def _set_status(self, text: str) -> None:
         self.status_text = text
         self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
 
     # ----- details of the selected pair -----
-    def _on_select(self, change: dict) -> None:
-        sel = change["new"]
+    def _show_details(self) -> None:
+        """The selected pair, read from the matrix on screen (a placeholder if none)."""
+        sel = self.heatmap.selected
         if sel is None or self.heatmap.shape == (0, 0):
+            self.details.value = PLACEHOLDER
             return
         m = self.heatmap.matrix.astype(np.float64)
         i, j = sel
@@ -259,6 +341,9 @@ class SimilarityExplorer(W.VBox):
             f"closest to {html.escape(la[i])} in B: {html.escape(best_b)}<br>"
             f"closest to {html.escape(lb[j])} in A: {html.escape(best_a)}</div>")
 
+    def _static_views(self) -> list[Any]:
+        return [self.heatmap]
+
     def __repr__(self) -> str:
         # Settings only: a live run's progress must not make notebook outputs differ.
         s = self.settings()
@@ -267,10 +352,80 @@ class SimilarityExplorer(W.VBox):
                 f"token_mode={s['token_mode']!r})")
 
     @classmethod
-    def from_result(cls, result: SimilarityResult, **kwargs: Any) -> SimilarityExplorer:
-        """An explorer showing a precomputed (or loaded) result instantly."""
+    def from_result(cls, result: SimilarityResult, *, model_a: str | nn.Module | None = None,
+                    model_b: str | nn.Module | None = None, images: Any = None,
+                    **kwargs: Any) -> SimilarityExplorer:
+        """An explorer showing a precomputed (or loaded) result instantly.
+
+        The controls show the result's settings (models, images, number of images, layers,
+        token mode, batch size), so changing one recomputes from exactly there.
+
+        Args:
+            result: The result to show.
+            model_a, model_b: The model objects the result came from (by default the names
+                in the result, e.g. ``"vitlens/vit-cls"``).
+            images: The image source the result was computed on. By default it is read from
+                the result (``"synthetic"`` and ``"samples"`` are recognised); other sources
+                show by name and must be passed here to recompute.
+        """
         meta = result.meta
+        a = model_a if model_a is not None else meta.get("model_a", "vitlens/vit-cls")
+        b = model_b if model_b is not None else meta.get("model_b")
         kwargs.setdefault("token_mode", meta.get("token_mode", "flatten"))
         kwargs.setdefault("n_images", int(meta.get("n_images", 64)))
-        return cls(meta.get("model_a", "vitlens/vit-cls"), meta.get("model_b"), result=result,
-                   **kwargs)
+        if meta.get("batch_size"):
+            kwargs.setdefault("batch_size", int(meta["batch_size"]))
+        kwargs["images"] = images if images is not None else _result_images(meta)
+        kwargs.setdefault("layers", _layer_spec(a, list(result.layers_a)))
+        kwargs.setdefault("layers_b", _layer_spec(b if b is not None else a,
+                                                  list(result.layers_b)))
+        return cls(a, b, result=result, **kwargs)
+
+
+class _UnknownImages:
+    """The images of a loaded result, known only by name (recomputing needs them passed)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.label = f"result's: {name}"
+        self.message = (f"the images of this result ({name!r}) are not available here: pass "
+                        "them as SimilarityExplorer.from_result(result, images=...), or choose "
+                        "'samples' or 'synthetic'")
+
+
+def _result_images(meta: dict[str, Any]) -> Any:
+    name = str(meta.get("images", ""))
+    if name == "SyntheticDataset" or name.startswith("synthetic"):
+        return "synthetic"
+    if name.startswith("samples("):
+        return "samples"
+    return _UnknownImages(name or "unknown")
+
+
+def _layer_spec(model: str | nn.Module, names: list[str]) -> str:
+    """The selector that gives exactly ``names`` (on a model object or a zoo model), else the
+    names themselves, separated by commas."""
+    if isinstance(model, nn.Module) or model.startswith("vitlens/"):
+        try:
+            from ..models.layers import layer_catalog
+            from ..models.loading import load_model
+
+            cat = layer_catalog(model if isinstance(model, nn.Module) else load_model(model))
+            for spec in LAYER_CHOICES:
+                try:
+                    if cat.select(spec) == names:
+                        return spec
+                except (KeyError, ValueError):
+                    continue
+        except Exception:  # noqa: BLE001 - the explicit names below always work
+            pass
+    return ", ".join(names)
+
+
+def _layers(text: str) -> str | list[str]:
+    """A typed selector: one kind or name, or several separated by commas."""
+    if not text.strip():
+        msg = "no layers chosen: type 'blocks', 'all', a kind or layer names separated by commas"
+        raise ValueError(msg)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 else parts
