@@ -1,9 +1,10 @@
 """On-disk cache of results, and checkpoints so that long runs resume.
 
 A result is stored under a key that hashes everything it depends on: the model's class,
-structure, preprocessing and a hash of every weight; the image set's content fingerprint;
-the layers, token mode, estimator and parameters; and the vitlens version. Repeating a call
-(or reopening a notebook) loads the stored result; changing any of these misses.
+module tree (every module's class, ``extra_repr`` and plain attributes), preprocessing and a
+hash of every weight; the image set's content fingerprint; the layers, token mode,
+estimator and parameters; and the vitlens version. Repeating a call (or reopening a
+notebook) loads the stored result; changing any of these misses.
 
 Where: ``$VITLENS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/vitlens``, else
 ``~/.cache/vitlens`` (``%LOCALAPPDATA%\\vitlens\\Cache`` on Windows, ``~/Library/Caches/vitlens``
@@ -12,27 +13,33 @@ empties it.
 
 Layout: ``<dir>/<kind>/<key>.npz`` for results (see :class:`vitlens.results.Result`) and
 ``<dir>/<kind>/<key>.r<rank>of<world>.ckpt.pt`` for the checkpoint of a run in progress,
-written atomically and removed when the run completes.
+removed when the run completes. Each kind folder holds vitlens's ``CACHEDIR.TAG``.
+
+Guarantees (the rules are in :mod:`vitlens.cache_store`): vitlens writes, replaces and
+deletes only its own entries (exact names, in a kind folder it tagged), so a cache directory
+set to a shared folder keeps everything else; writes are atomic and safe between
+concurrent processes; every entry records its key and a content digest, and anything else
+(truncated, foreign, another key's) is a miss; a cache that cannot be written (read-only,
+full, a file in the way) costs one :class:`CacheUnavailableWarning`, never the run; and
+reading the cache writes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
-import weakref
+import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
-from ._version import __version__
+from . import cache_store as _store
+from .cache_keys import images_fingerprint, make_key, model_fingerprint
+from .cache_store import CacheUnavailableWarning
 
 __all__ = [
     "ENV_DIR",
     "ENV_SWITCH",
+    "CacheUnavailableWarning",
     "cache_dir",
     "checkpoint_path",
     "clear",
@@ -51,10 +58,6 @@ __all__ = [
 
 ENV_DIR = "VITLENS_CACHE_DIR"
 ENV_SWITCH = "VITLENS_CACHE"
-_SUFFIXES = (".npz", ".pt", ".tmp")
-_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-        "# This file is a cache directory tag created by vitlens.\n"
-        "# For information about cache directory tags see https://bford.info/cachedir/\n")
 
 
 def cache_dir() -> Path:
@@ -78,187 +81,172 @@ def enabled(cache: bool | None = True) -> bool:
     return bool(cache)
 
 
-# --------------------------------------------------------------------------- keys
+# --------------------------------------------------------------------------- paths
 
-_MODEL_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _tensors(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return list(model.named_parameters(remove_duplicate=False)) + list(
-        model.named_buffers(remove_duplicate=False))
-
-
-def _signature(model: nn.Module) -> tuple:
-    # In-place changes (optimiser steps, load_state_dict, fill_) bump a tensor's version
-    # counter; ``p.data = ...`` changes its storage. Either invalidates the memoised hash.
-    return tuple((name, t.data_ptr(), t._version, tuple(t.shape), str(t.dtype), str(t.device))
-                 for name, t in _tensors(model)) + (model.training,)
+def _check_kind(kind: str) -> str:
+    if not (isinstance(kind, str) and kind.isidentifier()):
+        msg = f"cache kind {kind!r} must be a simple name like 'cka'"
+        raise ValueError(msg)
+    return kind
 
 
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    flat = t.detach().reshape(-1).cpu().contiguous()
-    if flat.numel() == 0:
-        return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy())
+def _check_key(key: str) -> str:
+    if not (isinstance(key, str) and _store.entry_key(f"{key}.npz") == key):
+        msg = f"cache key {key!r} must be 40 lowercase hex digits, as make_key returns"
+        raise ValueError(msg)
+    return key
 
 
-def model_fingerprint(model: nn.Module) -> str:
-    """A hash of a model's identity: class, structure (``repr``), train/eval mode and the
-    bytes of every parameter and buffer (SHA-256).
-
-    The hash is memoised per model object and recomputed only after a weight changes (in
-    place, or by assigning ``.data``), so repeated calls cost microseconds.
-    """
-    sig = _signature(model)
-    memo = _MODEL_HASHES.get(model)
-    if memo is not None and memo[0] == sig:
-        return memo[1]
-    h = hashlib.sha256()
-    h.update(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
-    h.update(repr(model).encode())
-    h.update(f"\ntraining={model.training}\n".encode())
-    for name, t in _tensors(model):
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
-        h.update(_tensor_bytes(t))
-    digest = h.hexdigest()[:32]
-    _MODEL_HASHES[model] = (sig, digest)
-    return digest
+def result_path(kind: str, key: str) -> Path:
+    """Where the result of ``kind`` with ``key`` is (or would be) stored; creates nothing."""
+    return cache_dir() / _check_kind(kind) / f"{_check_key(key)}.npz"
 
 
-def images_fingerprint(images: Any, n: int | None = None) -> str:
-    """A content fingerprint (SHA-256) of the first ``n`` images of an
-    :class:`~vitlens.datasets.ImageSource` (all of them when ``n`` is None), in order.
-
-    Only the images used are read, so 10,240 images of a 50,000-image dataset cost what the
-    run itself reads. Sources without per-image bytes fall back to their ``fingerprint()``.
-    """
-    total = len(images)
-    n = total if n is None else min(int(n), total)
-    item_bytes = getattr(images, "_item_bytes", None)
-    if item_bytes is None:
-        return hashlib.sha256(f"{images.fingerprint()}:{n}".encode()).hexdigest()[:32]
-    h = hashlib.sha256(f"{type(images).__name__}:{n}".encode())
-    for i in range(n):
-        h.update(item_bytes(i))
-    return h.hexdigest()[:32]
-
-
-def make_key(kind: str, parts: dict[str, Any]) -> str:
-    """The cache key of a result of ``kind`` (``"cka"``, ...) that depends on ``parts``.
-
-    ``parts`` must be JSON-able (lists, strings, numbers); the vitlens version is added.
-    """
-    record = {"kind": kind, "vitlens_version": __version__, **parts}
-    text = json.dumps(record, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:40]
+def checkpoint_path(kind: str, key: str, rank: int = 0, world: int = 1) -> Path:
+    """The checkpoint file of one rank of a run (each rank keeps its own); creates nothing."""
+    if not 0 <= int(rank) < int(world):
+        msg = f"rank {rank} must be in [0, world={world})"
+        raise ValueError(msg)
+    return (cache_dir() / _check_kind(kind)
+            / f"{_check_key(key)}.r{int(rank)}of{int(world)}.ckpt.pt")
 
 
 # --------------------------------------------------------------------------- results
 
-def _kind_dir(kind: str) -> Path:
-    if not kind.isidentifier():
-        msg = f"cache kind {kind!r} must be a simple name like 'cka'"
-        raise ValueError(msg)
-    root = cache_dir()
-    path = root / kind
-    path.mkdir(parents=True, exist_ok=True)
-    tag = root / "CACHEDIR.TAG"
-    if not tag.exists():
-        _atomic_write_bytes(tag, _TAG.encode())
-    return path
-
-
-def result_path(kind: str, key: str) -> Path:
-    """Where the result of ``kind`` with ``key`` is (or would be) stored."""
-    return _kind_dir(kind) / f"{key}.npz"
-
-
 def load_result(kind: str, key: str):
     """The stored :class:`~vitlens.results.Result` for ``key``, or None.
 
-    A file that cannot be read (truncated, from an incompatible version) counts as a miss
-    and is removed.
+    Only a whole entry of this ``kind`` and ``key`` with an unchanged content digest is
+    served. Anything else (truncated, random bytes, another key's entry, changed arrays, an
+    incompatible version) is a miss, and the bad entry is removed (only if vitlens wrote
+    it). Reading writes nothing else and never raises on what it finds on disk.
     """
-    from .results import load_result as _load
-
     path = result_path(kind, key)
-    if not path.is_file():
+    got = _store.read_bounded(path)
+    if got is None:
         return None
+    data, stat = got
+    result = _store.decode_result(data, kind, key)
+    if result is None:
+        _store.discard(path, stat)
+    return result
+
+
+def store_result(kind: str, key: str, result: Any) -> Path | None:
+    """Store ``result`` (a :class:`~vitlens.results.Result`) under ``key``, atomically.
+
+    Returns the entry's path, or None if the cache cannot be written (read-only, full, a
+    file in the way, a folder vitlens does not own): then one
+    :class:`CacheUnavailableWarning` says why and how to fix it, and nothing is left behind.
+    Concurrent writers of one key all succeed (the last one's entry stays).
+    """
+    path = result_path(kind, key)
     try:
-        return _load(path)
-    except Exception:  # a broken cache entry is a miss, never an error
-        path.unlink(missing_ok=True)
+        data = _store.encode_result(kind, key, result)
+        _store.prepare_folder(path.parent)
+        _store.atomic_write(path, data)
+    except OSError as err:
+        _store.warn_unusable(cache_dir(), err)
         return None
-
-
-def store_result(kind: str, key: str, result: Any) -> Path:
-    """Store ``result`` (a :class:`~vitlens.results.Result`) under ``key``, atomically."""
-    return result.save(result_path(kind, key))
+    except Exception as err:  # an optimisation must never cost the computed result
+        msg = (f"vitlens could not cache a {type(result).__name__} ({type(err).__name__}: "
+               f"{err}); the result is returned but not stored. Pass cache=False to skip.")
+        warnings.warn(msg, CacheUnavailableWarning, stacklevel=2)
+        return None
+    _store.wrote_ok(cache_dir())
+    return path
 
 
 # --------------------------------------------------------------------------- checkpoints
 
-def checkpoint_path(kind: str, key: str, rank: int = 0, world: int = 1) -> Path:
-    """The checkpoint file of one rank of a run (each rank keeps its own)."""
-    return _kind_dir(kind) / f"{key}.r{rank}of{world}.ckpt.pt"
+def _checkpoint_key(path: Path) -> str:
+    key = _store.entry_key(Path(path).name)
+    if key is None or not Path(path).name.endswith(".ckpt.pt"):
+        msg = f"{str(path)!r} is not a vitlens checkpoint path; use checkpoint_path()"
+        raise ValueError(msg)
+    return key
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> bool:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically: a run killed
-    mid-write leaves the previous checkpoint intact."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    mid-write leaves the previous checkpoint intact. Returns whether it was written; a cache
+    that cannot be written costs one :class:`CacheUnavailableWarning`, never the run."""
+    path = Path(path)
+    key = _checkpoint_key(path)
+    try:
+        data = _store.encode_checkpoint(key, state)
+        _store.prepare_folder(path.parent)
+        _store.atomic_write(path, data)
+    except OSError as err:
+        _store.warn_unusable(path.parent.parent, err)
+        return False
+    _store.wrote_ok(path.parent.parent)
+    return True
 
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """The state in a checkpoint file, or None if there is none or it cannot be read."""
-    if not path.is_file():
+    """The state in a checkpoint file, or None if there is none or it is not a whole,
+    unchanged checkpoint of the key in its name (then it is removed, if vitlens wrote it).
+    Loaded with ``weights_only=True``: tensors and plain containers, never code."""
+    path = Path(path)
+    key = _checkpoint_key(path)
+    got = _store.read_bounded(path)
+    if got is None:
         return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a corrupt checkpoint means starting over, not failing
-        return None
+    state = _store.decode_checkpoint(got[0], key)
+    if state is None:
+        _store.discard(path, got[1])
+    return state
 
 
 def remove_checkpoint(path: Path) -> None:
-    path.unlink(missing_ok=True)
+    """Delete a finished run's checkpoint (if vitlens wrote it); never raises."""
+    path = Path(path)
+    _checkpoint_key(path)
+    _store.discard(path)
 
 
 # --------------------------------------------------------------------------- housekeeping
 
-def _entries(root: Path) -> list[Path]:
-    if not root.is_dir():
+def _kind_folders(kind: str | None) -> list[Path]:
+    root = cache_dir()
+    if kind is not None:
+        return [root / _check_kind(kind)]
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
         return []
-    return [p for sub in root.iterdir() if sub.is_dir() for p in sub.iterdir()
-            if p.is_file() and any(s in p.name for s in _SUFFIXES)]
 
 
 def info() -> dict[str, Any]:
-    """The cache directory, its number of files and their total size in bytes."""
-    root = cache_dir()
-    files = _entries(root)
-    return {"dir": str(root), "files": len(files),
-            "bytes": sum(p.stat().st_size for p in files)}
+    """The cache directory, the number of vitlens's files in it and their size in bytes."""
+    files = [p for folder in _kind_folders(None) for p in _store.own_files(folder)]
+    size = 0
+    for p in files:
+        try:
+            size += p.stat().st_size
+        except OSError:
+            pass
+    return {"dir": str(cache_dir()), "files": len(files), "bytes": size}
 
 
 def clear(kind: str | None = None) -> int:
     """Delete cached results and checkpoints (of one ``kind``, or all); returns how many
-    files were removed. Only files vitlens writes are touched, so a cache directory set to
-    a shared folder keeps its other files."""
-    root = cache_dir()
-    files = _entries(root)
-    if kind is not None:
-        files = [p for p in files if p.parent.name == kind]
-    for p in files:
-        p.unlink(missing_ok=True)
-    for sub in (root.iterdir() if root.is_dir() else []):
-        if sub.is_dir() and not any(sub.iterdir()):
-            sub.rmdir()
-    return len(files)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    files were removed. Only vitlens's own entries are touched (exact names, in kind folders
+    that hold vitlens's tag), so a cache directory set to a shared folder keeps every other
+    file; a kind folder left empty is removed with its tag."""
+    removed = 0
+    for folder in _kind_folders(kind):
+        for p in _store.own_files(folder):
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass
+        try:
+            if [p.name for p in folder.iterdir()] == [_store.TAG_NAME]:
+                (folder / _store.TAG_NAME).unlink()
+                folder.rmdir()
+        except OSError:
+            pass
+    return removed
