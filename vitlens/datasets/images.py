@@ -17,44 +17,74 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
+from .pixels import array_to_rgb, pil_to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def to_pil(obj: Any, where: str = "image") -> Image.Image:
-    """An RGB PIL image from a PIL image, an (H, W[, C]) array or a (C, H, W) tensor in [0, 1]."""
+    """An RGB PIL image from a PIL image, an (H, W[, C]) array or a (C, H, W) / (H, W) tensor.
+
+    Pixel values are scaled by the range of their dtype or PIL mode, or refused with an
+    :class:`ImageError`; nothing is clipped. ``uint8`` is used as is, ``uint16`` and 16-bit
+    PIL images are divided by 65535, floats must lie in [0, 1] (or be whole numbers in
+    0-255), ``bool`` is 0 or 255. See :mod:`vitlens.datasets.pixels` for every rule.
+
+    Args:
+        obj: The image.
+        where: How error messages name it.
+
+    Raises:
+        ImageError: an unsupported type, shape, dtype or mode, or values out of range.
+    """
     if isinstance(obj, Image.Image):
-        return obj.convert("RGB")
+        return pil_to_rgb(obj, where)
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu()
         if t.dim() == 3 and t.shape[0] in (1, 3):
             t = t.permute(1, 2, 0)
-        arr = t.numpy()
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        obj = arr
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        if t.dtype.is_complex:
+            msg = f"{where} is a complex tensor ({t.dtype}); pass real pixel values"
+            raise ImageError(msg)
+        obj = t.numpy()
     if isinstance(obj, np.ndarray):
-        arr = obj
-        if arr.dtype == bool:
-            arr = arr.astype(np.uint8) * 255
-        elif arr.dtype != np.uint8:
-            if not np.isfinite(arr).all():
-                msg = f"{where} holds NaN or inf pixel values"
-                raise ImageError(msg)
-            lo, hi = float(arr.min()), float(arr.max())
-            if lo < 0 or hi > 255:
-                msg = (f"{where} has float pixel values in [{lo:.3g}, {hi:.3g}]; pass uint8 in "
-                       "[0, 255] or floats in [0, 1]")
-                raise ImageError(msg)
-            arr = (arr * 255.0 + 0.5).astype(np.uint8) if hi <= 1.0 else arr.astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        if arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (3, 4)):
-            return Image.fromarray(arr).convert("RGB")
-        msg = f"{where} has array shape {obj.shape}; expected (H, W), (H, W, 3) or (H, W, 4)"
-        raise ImageError(msg)
+        return array_to_rgb(obj, where)
     msg = f"{where} is a {type(obj).__name__}; expected a PIL image, a NumPy array or a tensor"
     raise ImageError(msg)
+
+
+def _is_hidden(path: Path, root: Path) -> bool:
+    """A dot file or a file inside a dot folder (``.DS_Store``, macOS ``._*`` copies)."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def read_image_file(path: str | os.PathLike) -> Image.Image:
+    """Read one image file as an RGB PIL image (see :func:`to_pil` for the scaling rules).
+
+    Raises:
+        ImageError: the file is unreadable, not an image, too large for Pillow's
+            decompression-bomb limit, or holds pixel values vitlens refuses; the message
+            names the file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return pil_to_rgb(img, where=f"image file {str(path)!r}")
+    except Image.DecompressionBombError as err:
+        msg = (f"image file {str(path)!r} is larger than Pillow's decompression-bomb limit "
+               f"({err}). If you trust the file, raise the limit before reading it: "
+               "PIL.Image.MAX_IMAGE_PIXELS = None (or a larger number of pixels); "
+               "or downscale the file")
+        raise ImageError(msg) from err
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        msg = (f"could not read image file {str(path)!r} ({type(err).__name__}: {err}); "
+               "it is corrupt or not an image: remove or replace it")
+        raise ImageError(msg) from err
 
 
 class ImageSource(Sequence):
@@ -84,7 +114,11 @@ class ImageSource(Sequence):
 
 
 class FolderImages(ImageSource):
-    """Every image file in a folder (sorted by name; subfolders with ``recursive=True``)."""
+    """Every image file in a folder (sorted by name; subfolders with ``recursive=True``).
+
+    Hidden files and folders (names starting with ``.``, such as the ``._photo.jpg`` copies
+    macOS leaves on shared drives) are skipped.
+    """
 
     def __init__(self, folder: str | os.PathLike, *, recursive: bool = False) -> None:
         root = Path(folder)
@@ -93,7 +127,8 @@ class FolderImages(ImageSource):
             raise ImageError(msg)
         pattern = "**/*" if recursive else "*"
         self.paths = sorted(p for p in root.glob(pattern)
-                            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+                            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                            and not _is_hidden(p, root))
         if not self.paths:
             msg = (f"no image files in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
                    "point --images at a folder of photos, or use 'samples'")
@@ -104,15 +139,7 @@ class FolderImages(ImageSource):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Image.Image:
-        path = self.paths[i]
-        try:
-            with Image.open(path) as img:
-                img.load()
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-            msg = (f"could not read image file {str(path)!r} ({type(err).__name__}: {err}); "
-                   "it is corrupt or not an image: remove or replace it")
-            raise ImageError(msg) from err
+        return read_image_file(self.paths[i])
 
     def _item_bytes(self, i: int) -> bytes:
         return self.paths[i].name.encode() + self.paths[i].read_bytes()
