@@ -243,8 +243,15 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def _result_class(name: Any) -> type | None:
-    """The loaded :class:`~vitlens.results.Result` subclass called ``name``, if any."""
+_RESULT_MODULES = ("vitlens.results", "vitlens.results.similarity", "vitlens.similarity_result",
+                   "vitlens.analyses")
+
+
+def _result_class(name: Any, imported: bool = False) -> type | None:
+    """The :class:`~vitlens.results.Result` subclass called ``name``, importing vitlens's
+    result modules if it is not loaded yet; None if there is none."""
+    import importlib
+
     from .results import Result
 
     todo, seen = [Result], set()
@@ -256,7 +263,14 @@ def _result_class(name: Any) -> type | None:
             if sub not in seen:
                 seen.add(sub)
                 todo.append(sub)
-    return None
+    if imported:
+        return None
+    for module in _RESULT_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+    return _result_class(name, imported=True)
 
 
 def _restore(header: dict, members: dict[str, np.ndarray], key: str) -> Any | None:
