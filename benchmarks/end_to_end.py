@@ -192,8 +192,9 @@ def bench_profile(args: argparse.Namespace) -> list[dict]:
     """Where an end-to-end run spends its CPU time: image loading and preprocessing, the
     forward passes (hooks included), the Gram work done inside the hooks, the float64
     accumulation, and the rest; next to the bare forward passes of the same images."""
-    from vitlens import _cka_run, _gram_capture
+    from vitlens.capture import gram as _gram_capture
     from vitlens.datasets import preprocess
+    from vitlens.similarity import MinibatchCKA
 
     vit, cnn, size = load_pair(args.pair)
     layers = "blocks" if args.density == "blocks" else "all"
@@ -214,7 +215,7 @@ def bench_profile(args: argparse.Namespace) -> list[dict]:
     preprocess.MultiModelBatches.load = timed("load", preprocess.MultiModelBatches.load)
     _gram_capture.GramCapture._reduce = timed("grams", _gram_capture.GramCapture._reduce)
     _gram_capture.GramCapture.run = timed("forward+hooks", _gram_capture.GramCapture.run)
-    _cka_run.accumulate_rows = timed("accumulate", _cka_run.accumulate_rows)
+    MinibatchCKA.update_grams = timed("accumulate", MinibatchCKA.update_grams)
     batches = balanced_batches(n, bs)
     stream = MultiModelBatches(as_images(imgs), [vit, cnn], batches)
     xs = [stream.load(b) for b in batches]
@@ -262,7 +263,7 @@ class _LazyNoise(torch.utils.data.Dataset):
 
 
 def _memory_worker(pair: str, n: int, bs: int, density: str, plain: bool) -> dict:
-    from vitlens import _cka_run
+    from vitlens.similarity import run as _cka_run
 
     _cka_run.GRAM_IN_HOOKS = not plain
     vit, cnn, size = load_pair(pair)

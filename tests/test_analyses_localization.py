@@ -132,7 +132,7 @@ def test_roundtrip_dataframe_and_chart(tmp_path):
 
 
 def test_stacked_accumulator_matches_weighted_numpy_minibatch_cka():
-    from vitlens.analyses._b_tokencka import StackedCKA
+    from vitlens.similarity import StackedCKA
 
     rng = np.random.default_rng(7)
     a = rng.normal(size=(3, 23, 5)) + 100.0  # large offsets: centring must handle them

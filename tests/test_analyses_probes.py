@@ -14,7 +14,7 @@ from vitlens.analyses import (
     probe_features,
     probe_from_features,
 )
-from vitlens.analyses._b_ridge import few_shot_indices, ridge_fit, ridge_predict
+from vitlens.analyses._ridge import few_shot_indices, ridge_fit, ridge_predict
 from vitlens.errors import NotApplicableError
 from vitlens.results import load_result
 

@@ -144,7 +144,7 @@ def _forward_in_thread(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def test_hooks_ignore_other_threads_forward_passes(tiny_vit):
     """The explorers share a model between a background CKA thread and the kernel thread."""
-    from vitlens._gram_capture import GramCapture
+    from vitlens.capture import GramCapture
 
     x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

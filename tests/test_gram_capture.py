@@ -7,10 +7,9 @@ import pytest
 import torch
 from tiny_models import make_tiny, random_images
 
-from vitlens._gram_capture import GramCapture, accumulate_rows
-from vitlens.capture import Capture
+from vitlens.capture import Capture, GramCapture
 from vitlens.errors import CaptureError
-from vitlens.similarity import MinibatchCKA
+from vitlens.similarity import MinibatchCKA, accumulate_rows
 
 
 def _hsic1(K: np.ndarray, L: np.ndarray) -> float:

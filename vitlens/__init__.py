@@ -22,7 +22,7 @@ from .models import LayerCatalog, LayerPoint, layer_catalog, load_model
 
 _LAZY = {
     "cka": ("vitlens.api", "cka"),
-    "SimilarityResult": ("vitlens.similarity_result", "SimilarityResult"),
+    "SimilarityResult": ("vitlens.results.similarity", "SimilarityResult"),
     "Result": ("vitlens.results", "Result"),
     "load_result": ("vitlens.results", "load_result"),
 }

@@ -15,15 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._cka_run import PRECISIONS, CKARun, LayerSpec, model_label, resolve_device
-from .similarity_result import SimilarityResult
+from .distributed import resolve_device
+from .models.labels import model_label
+from .results.similarity import SimilarityResult
+from .similarity.run import PRECISIONS, CKARun, LayerSpec
 
 __all__ = ["PRECISIONS", "CKARun", "cka", "cka_stream", "model_label", "resolve_device"]
-
-
-def _steps(run: CKARun, progress: bool) -> Iterator[int]:
-    """Run the batches with a progress bar, yielding the number of batches done."""
-    yield from run.steps(progress)
 
 
 def cka_stream(model_a: str | nn.Module, images: Any, model_b: str | nn.Module | None = None,
@@ -36,8 +33,9 @@ def cka_stream(model_a: str | nn.Module, images: Any, model_b: str | nn.Module |
     """Like :func:`cka`, but yields the matrix after every batch (for live views).
 
     Partial results carry ``meta["partial"]``; the last one is complete. A cached result is
-    yielded once, complete. Closing the generator stops the run and removes every hook
-    (with the cache on, the run resumes from its last checkpoint next time).
+    yielded once, complete. Hooks are on the models only while a batch runs, never between
+    two yields, so a paused or abandoned stream leaves none behind. Closing the generator
+    stops the run (with the cache on, it resumes from its last checkpoint next time).
     """
     run = CKARun(model_a, images, model_b, layers_a=layers_a, layers_b=layers_b,
                  token_mode=token_mode, batch_size=batch_size, device=device,
@@ -77,11 +75,15 @@ def cka(model_a: str | nn.Module, images: Any, model_b: str | nn.Module | None =
 
     Args:
         model_a: A timm name, ``"vitlens/<zoo name>"`` or a module.
-        images: A folder, ``"samples"``, a list of PIL images or arrays, a torch Dataset, or
-            an (n, C, H, W) preprocessed tensor. Each model applies its own preprocessing.
+        images: A folder, ``"samples"``, a list of PIL images or arrays, a torch Dataset, a
+            torch DataLoader (of image batches or (image, label) batches, read as
+            preprocessed tensors), or an (n, C, H, W) preprocessed tensor. Raw images get
+            each model's own preprocessing.
         model_b: The second model; ``None`` compares ``model_a`` with itself.
         layers_a, layers_b: Layer selectors (``"blocks"`` by default, ``"all"``, a kind, or
-            names; see :func:`vitlens.layer_catalog`).
+            names; see :func:`vitlens.layer_catalog`). For any other ``nn.Module``, a list
+            of its module names (``["features.3", "features.6"]``): their outputs are
+            captured.
         token_mode: ``"flatten"`` (the paper's), ``"cls"``, ``"mean"``, ``"tokens"`` or
             ``"spatial"``.
         batch_size: Images per batch (at least 4); batches are balanced so none is smaller

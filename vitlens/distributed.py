@@ -41,6 +41,7 @@ __all__ = [
     "is_main",
     "launched_by_torchrun",
     "rank",
+    "resolve_device",
     "session",
     "shard",
     "shard_batches",
@@ -164,6 +165,11 @@ def device_for_rank(device: str | torch.device | None = None) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank() % max(
             torch.cuda.device_count(), 1))))
     return device
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available; under ``torchrun`` CUDA means this rank's GPU."""
+    return device_for_rank(device)
 
 
 def shard(items: Sequence[T]) -> list[T]:

@@ -11,7 +11,6 @@ estimator then reads about 0.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -19,12 +18,13 @@ import torch
 from torch import nn
 
 from .. import distributed as vd
-from ..api import LayerSpec, model_label, resolve_device
-from ..capture import TOKEN_MODES, Capture
-from ..datasets.preprocess import MultiModelBatches, balanced_batches
-from ..similarity_result import SimilarityResult
-from ._b_common import ESTIMATOR, SubsetImages, images_and_count, load
-from ._common import rank_bar
+from ..capture import TOKEN_MODES
+from ..distributed import resolve_device
+from ..models.labels import model_label
+from ..results.similarity import SimilarityResult
+from ..similarity import MinibatchCKA
+from ..similarity.run import ESTIMATOR, CKARun, LayerSpec
+from ._run import SubsetImages, images_and_count, load, rank_bar
 
 __all__ = ["cka_with_confidence", "disjoint_subsets"]
 
@@ -63,8 +63,6 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
         ValueError: ``repeats < 2`` or a negative ``permutations``.
     """
 
-    from ..similarity import MinibatchCKA
-
     if not isinstance(repeats, int | np.integer) or repeats < 2:
         msg = f"repeats={repeats!r}: a spread needs at least 2 disjoint subsets"
         raise ValueError(msg)
@@ -80,44 +78,33 @@ def cka_with_confidence(model_a: str | nn.Module, images: Any,
     same = model_b is None or model_b is model_a
     mod_a = load(model_a, dev)
     mod_b = mod_a if same else load(model_b, dev)
-    la = Capture(mod_a, layers_a, token_mode=None).layers
-    lb = Capture(mod_b, layers_b if (layers_b is not None or not same) else layers_a,
-                 token_mode=None).layers
-    cap_a = Capture(mod_a, list(dict.fromkeys(la + lb)) if same else la, token_mode=token_mode)
-    cap_b = cap_a if same else Capture(mod_b, lb, token_mode=token_mode)
-    self_only = same and la == lb
     subsets = disjoint_subsets(n, repeats, seed)
     # under torchrun each rank takes whole subsets, round-robin; every subset's shuffles come
     # from its own generator, so the result does not depend on the number of ranks
     mine = vd.shard_batches(list(range(len(subsets))), what="cka_with_confidence (each rank "
                             "takes whole repeats as its batches)", fix="pass more repeats")
-    pooled = MinibatchCKA(la, None if self_only else lb, device=dev)
+    pooled: MinibatchCKA | None = None
+    la = lb = None
     done: list[tuple[int, np.ndarray, list[np.ndarray], int]] = []  # (repeat, real, nulls, batches)
-    with cap_a, (cap_b if not same else contextlib.nullcontext()), rank_bar(
-            [subsets[r] for r in mine], progress,
-            f"CKA±std {model_label(model_a)} vs {model_label(model_b or model_a)}") as bar:
+    with rank_bar([subsets[r] for r in mine], progress,
+                  f"CKA±std {model_label(model_a)} vs {model_label(model_b or model_a)}") as bar:
         for r in mine:
             sub = SubsetImages(src, subsets[r])
             gen = torch.Generator().manual_seed(int(seed) * 1_000_003 + r)
-            batches = balanced_batches(len(sub), batch_size)
-            stream = MultiModelBatches(sub, [mod_a] if same else [mod_a, mod_b], batches, dev)
-            real = MinibatchCKA(la, None if self_only else lb, device=dev)
-            null = [MinibatchCKA(la, lb, device=dev) for _ in range(permutations)]
-            for idx in batches:
-                xs = stream.load(idx)
-                feats_a = cap_a.run(xs[0])
-                feats_b = feats_a if same else cap_b.run(xs[1])
-                fa = [feats_a[k] for k in la]
-                fb = [feats_b[k] for k in lb]
-                real.update(fa, None if self_only else fb)
-                for eng in null:
-                    order = torch.randperm(len(idx), generator=gen).to(fb[0].device)
-                    eng.update(fa, [f[order] for f in fb])
-                bar.update(len(idx))
-            done.append((r, real.compute().detach().cpu().double().numpy(),
-                         [eng.compute().detach().cpu().double().numpy() for eng in null],
-                         len(batches)))
-            pooled.merge(real)
+            run = CKARun.joint({"a": mod_a} if same else {"a": mod_a, "b": mod_b}, sub,
+                               rows={"a": layers_a},
+                               cols={"a" if same else "b": layers_b if (layers_b is not None
+                                                                         or not same)
+                                     else layers_a},
+                               token_mode=token_mode, batch_size=batch_size, device=dev,
+                               distributed=False, shuffles=permutations, generator=gen,
+                               gram_in_hooks=False, on_batch=lambda idx: bar.update(len(idx)))
+            run.run(progress=False)
+            la, lb = run.layers_a, run.layers_b
+            done.append((r, run.matrix(),
+                         [eng.compute().detach().cpu().double().numpy()
+                          for eng in run.null_engines], len(run.batches)))
+            pooled = run.engine if pooled is None else pooled.merge(run.engine)
     pooled.all_reduce()
     done = sorted((d for part in vd.all_gather_object(done) for d in part),  # every rank's
                   key=lambda d: d[0])

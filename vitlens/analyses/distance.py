@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..models.catalog import pair
-from ..results import Result
-from ._common import SumState, check_same, image_run, weighted_merge
+from ..results.base import Result
+from ._run import SumState, check_same, image_run, weighted_merge
 from .attention import AttentionCapture, attention_blocks
 
 

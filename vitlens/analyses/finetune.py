@@ -12,8 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import model_label
-from ._b_common import joint_cka
+from ..models.labels import model_label
+from ..similarity.run import joint_cka
 from .scale import BlockCKAResult, _block_result
 
 __all__ = ["FinetuneResult", "finetune_similarity"]

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..capture import Capture
+from ..capture import AttentionCapture, attention_blocks, resolve_blocks
 from ..models.layers import layer_catalog
-from ..results import Result
-from ._common import SumState, image_run
-from .attention import AttentionCapture, attention_blocks, resolve_blocks
+from ..results.base import Result
+from ..similarity.run import CKARun
+from ._run import SumState, image_run
 from .distance import AttentionDistanceResult, distance_sums, patch_distances
 
 
@@ -125,6 +125,32 @@ def _head_distances(run, block: int, progress: bool) -> np.ndarray:
     return state.numpy("sum") / state.numpy("count")
 
 
+class _HeadSubsetCapture:
+    """Per-head attention outputs (a @ v) of one block, one feature per head subset: a
+    capture for :meth:`vitlens.similarity.run.CKARun.joint` (``layers`` are the names)."""
+
+    def __init__(self, vit: nn.Module, block: int, subsets: np.ndarray, names: list[str]) -> None:
+        self.block, self.subsets, self.layers = block, subsets, names
+        self.cap = AttentionCapture(vit, [block], reduce=self._head_outputs, stop_early=True)
+
+    @staticmethod
+    def _head_outputs(_b: int, probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return probs @ v  # (B, H, N, d)
+
+    def __enter__(self) -> _HeadSubsetCapture:
+        self.cap.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.cap.__exit__(*exc)
+
+    def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.cap.run(x)[self.block]
+        n = out.shape[0]
+        return {name: out[:, list(s)].transpose(1, 2).reshape(n, -1)
+                for name, s in zip(self.layers, self.subsets, strict=True)}
+
+
 def head_subset_cka(vit: str | nn.Module, cnn: str | nn.Module, images: Any, *, block: int = 0,
                     cnn_layers: Any = None, subset_size: int | None = None, stride: int = 1,
                     head_distances: Any = None, n_images: int | None = None,
@@ -153,8 +179,6 @@ def head_subset_cka(vit: str | nn.Module, cnn: str | nn.Module, images: Any, *, 
     Returns:
         A :class:`HeadSubsetResult`; ``cka[s, j]`` is subset ``s`` vs CNN layer ``j``.
     """
-    from ..similarity import MinibatchCKA
-
     if isinstance(vit, nn.Module):
         attention_blocks(vit)  # fail before reading any image
     run = image_run([vit, cnn], images, n_images=n_images, batch_size=batch_size,
@@ -180,20 +204,12 @@ def head_subset_cka(vit: str | nn.Module, cnn: str | nn.Module, images: Any, *, 
     layers = (layer_catalog(cnn_m).select(cnn_layers) if cnn_layers is not None
               else _default_cnn_layers(cnn_m))
     names = ["heads " + ",".join(str(int(h)) for h in s) for s in subsets]
-    engine = MinibatchCKA(names, layers, device=run.device)
-
-    def head_outputs(_b: int, probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return probs @ v  # (B, H, N, d)
-
-    with AttentionCapture(vit_m, [block], reduce=head_outputs, stop_early=True) as acap, \
-            Capture(cnn_m, layers, token_mode="flatten") as ccap:
-        for _idx, (xv, xc) in run.iterate(progress, f"head subsets vs {run.labels[1]}"):
-            out = acap.run(xv)[block]
-            n = out.shape[0]
-            feats_a = [out[:, list(s)].transpose(1, 2).reshape(n, -1) for s in subsets]
-            feats_c = ccap.run(xc)
-            engine.update(feats_a, [feats_c[name] for name in layers])
-    cka = engine.all_reduce().compute().detach().cpu().numpy()
+    heads_cap = _HeadSubsetCapture(vit_m, block, subsets, names)
+    cka_run = CKARun.joint({"vit": vit_m, "cnn": cnn_m}, run.images, rows={"vit": None},
+                           cols={"cnn": layers}, captures={"vit": heads_cap},
+                           token_mode="flatten", batch_size=batch_size, device=run.device,
+                           n_images=run.n, desc=f"head subsets vs {run.labels[1]}")
+    cka = cka_run.run(progress).matrix()
     meta = {"vit": run.labels[0], "cnn": run.labels[1], "block": block, "cnn_layers": layers,
             "subset_size": size, "stride": stride, "n_images": run.n, "batch_size": batch_size,
             "feature": "per-head attention outputs (a @ v) of the subset, all tokens, flattened",

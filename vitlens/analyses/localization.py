@@ -15,13 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import model_label, resolve_device
+from ..distributed import resolve_device
 from ..errors import NotApplicableError
 from ..figures import inline_data
+from ..models.labels import model_label
 from ..models.layers import layer_catalog
-from ..results import Result
-from ._b_common import ESTIMATOR, feature_batches, images_and_count, load
-from ._b_tokencka import StackedCKA
+from ..results.base import Result
+from ..similarity import StackedCKA
+from ..similarity.run import ESTIMATOR, CKARun
+from ._run import images_and_count, load
 
 __all__ = ["LocalizationResult", "input_patches", "localization"]
 
@@ -107,31 +109,40 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
                "localize; pick a token or feature-map layer")
         raise NotApplicableError(msg)
     src, n = images_and_count(images, n_images, what="localization")
-    acc = grid = pos = None
-    for _, x, feats in feature_batches(mod, src, n, [layer], token_mode="spatial",
-                                       batch_size=batch_size, device=dev, progress=progress,
-                                       desc=f"localization {layer}", sharded=True):
-        tok = feats[layer]  # (b, gh, gw, C)
-        if grid is None:
+    state: dict[str, Any] = {}
+
+    def features(xs: tuple, feats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token CKA's stacks: the chosen tokens (P, b, C) and every input patch (Q, b, D)."""
+        x, tok = xs[0], feats["model"][layer]  # (b, 3, H, W), (b, gh, gw, C)
+        if "grid" not in state:
             grid = (int(tok.shape[1]), int(tok.shape[2]))
             if grid[0] * grid[1] < 2:
                 msg = (f"layer {layer!r} has a {grid[0]}x{grid[1]} map: with one position there "
                        "is nothing to localize; pick an earlier layer or a larger input")
                 raise NotApplicableError(msg)
-            pos = _positions(positions, grid)
-            names_b = [f"patch {i},{j}" for i in range(grid[0]) for j in range(grid[1])]
-            acc = StackedCKA([f"token {i},{j}" for i, j in pos], names_b, device=dev)
+            state.update(grid=grid, pos=_positions(positions, grid), x_shape=tuple(x.shape))
+        grid, pos = state["grid"], state["pos"]
         patches = input_patches(x, grid)  # (b, gh, gw, D)
         rows = torch.as_tensor(pos, device=tok.device)
         fa = tok[:, rows[:, 0], rows[:, 1]].transpose(0, 1)  # (P, b, C)
         fb = patches.flatten(1, 2).transpose(0, 1)  # (Q, b, D)
-        acc.update(fa, fb)
-    engine = acc.engine().all_reduce()  # under torchrun: join the ranks' sums
-    maps = engine.compute().detach().cpu().double().numpy().reshape(len(pos), *grid)
+        return fa, fb
+
+    def engine(_fa: torch.Tensor, _fb: torch.Tensor) -> StackedCKA:
+        grid, pos = state["grid"], state["pos"]
+        names_b = [f"patch {i},{j}" for i in range(grid[0]) for j in range(grid[1])]
+        return StackedCKA([f"token {i},{j}" for i, j in pos], names_b, device=dev)
+
+    run = CKARun.joint({"model": mod}, src, rows={"model": [layer]}, cols={"model": [layer]},
+                       token_mode="spatial", batch_size=batch_size, device=dev, n_images=n,
+                       features=features, engine=engine, desc=f"localization {layer}")
+    run.run(progress)  # under torchrun: each rank's batches, then one all_reduce
+    grid, pos, x = state["grid"], state["pos"], state["x_shape"]
+    maps = run.matrix().reshape(len(pos), *grid)
     meta = {"model": model_label(model), "layer": layer, "grid": list(grid), "n_images": n,
             "batch_size": batch_size, "estimator": ESTIMATOR,
             "images": getattr(src, "name", "images"),
-            "input_size": [int(x.shape[2]), int(x.shape[3])]}
+            "input_size": [int(x[2]), int(x[3])]}
     return LocalizationResult.from_maps(maps, pos, meta)
 
 

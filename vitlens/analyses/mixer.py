@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import model_label
-from ..results import Result
-from ..similarity_result import SimilarityResult
-from ._b_common import joint_cka
+from ..models.labels import model_label
+from ..results.base import Result
+from ..results.similarity import SimilarityResult
+from ..similarity.run import joint_cka
 
 __all__ = ["MixerComparisonResult", "mixer_comparison"]
 

@@ -20,12 +20,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import model_label, resolve_device
 from ..capture import apply_token_mode
+from ..distributed import resolve_device
 from ..errors import NotApplicableError
 from ..models.catalog import LayerPoint
+from ..models.labels import model_label
 from ..models.layers import layer_catalog
-from ._b_common import (
+from ._probe_result import ProbeResult
+from ._ridge import few_shot_indices, ridge_fit, ridge_predict, signed_targets
+from ._run import (
     SubsetImages,
     check_labels,
     feature_batches,
@@ -33,8 +36,6 @@ from ._b_common import (
     labels_of,
     load,
 )
-from ._b_probe_result import ProbeResult
-from ._b_ridge import few_shot_indices, ridge_fit, ridge_predict, signed_targets
 
 __all__ = ["AGGREGATIONS", "ProbeFeatures", "ProbeResult", "linear_probe",
            "probe_features", "probe_from_features"]

@@ -29,11 +29,11 @@ import torch
 from torch import nn
 
 from ..capture import Capture
+from ..capture.residual import canonical, residual_catalog
 from ..figures import inline_data
 from ..models.catalog import BLOCK_KINDS, LayerCatalog, LayerPoint
-from ..results import Result
-from ._blocks import canonical, residual_catalog
-from ._common import SumState, check_same, frozen_parameters, image_run, weighted_merge
+from ..results.base import Result
+from ._run import SumState, check_same, frozen_parameters, image_run, weighted_merge
 
 WHERE = ("after", "before", "both")
 

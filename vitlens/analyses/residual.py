@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from ..capture import Capture
-from ..results import Result
-from ._blocks import SubBlock, canonical, residual_catalog
-from ._common import SumState, check_same, image_run, weighted_merge
+from ..capture.residual import SubBlock, canonical, residual_catalog
+from ..results.base import Result
+from ._run import SumState, check_same, image_run, weighted_merge
 
 GROUPS = ("prefix", "spatial")
 STATS = ("ratio", "cos_branch", "cos_stream")

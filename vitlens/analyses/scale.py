@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import model_label
-from ..results import Result
-from ._b_common import block_index, joint_cka
+from ..models.labels import model_label
+from ..results.base import Result
+from ..similarity.run import joint_cka
 
 __all__ = ["BlockCKAResult", "DataScaleResult", "data_scale"]
 
@@ -69,7 +69,7 @@ class BlockCKAResult(Result):
 
         R, B = self.cka.shape
         ri, bi = np.meshgrid(np.arange(R), np.arange(B), indexing="ij")
-        blocks = [block_index(name) for name in self.layers]
+        blocks = self.meta.get("blocks") or [None] * len(self.layers)  # LayerPoint.block
         return pd.DataFrame({
             self.row_title: np.asarray(self.rows, dtype=object)[ri.ravel()],
             "layer": np.asarray(self.layers, dtype=object)[bi.ravel()],
@@ -137,5 +137,6 @@ def _block_result(cls: type[BlockCKAResult], sims: Mapping[str, Any], reference:
     meta = {"rows": list(sims), "layers": ref_layers, "reference": reference,
             "models": {k: s.meta["model_a"] for k, s in sims.items()}, "token_mode": token_mode,
             "n_images": {k: s.meta["n_images"] for k, s in sims.items()},
-            "estimator": first.meta["estimator"], "title": title}
+            "estimator": first.meta["estimator"], "title": title,
+            "blocks": first.meta.get("blocks_b")}
     return cls({"cka": diag, "full": full}, meta)

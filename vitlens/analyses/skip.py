@@ -15,9 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..api import cka
-from ..similarity_result import SimilarityResult
-from ._b_common import block_index
+from ..results.similarity import SimilarityResult
+from ..similarity.run import cka
 
 __all__ = ["SkipStructureResult", "block_split", "skip_removal_structure", "split_contrast"]
 
@@ -123,7 +122,7 @@ def skip_removal_structure(result: SimilarityResult | str | nn.Module, images: A
     split = block_split(sim.matrix, names, min_size=min_size)
     meta = dict(sim.meta)
     meta.update(split_index=split, split_layer=names[split],
-                split_block=block_index(names[split]),
+                split_block=(sim.meta.get("blocks_a") or [None] * len(names))[split],
                 contrast=split_contrast((sim.matrix + sim.matrix.T) / 2, split),
                 noskip_block=noskip_block)
     extra = {k: v for k, v in sim.arrays.items() if k != "matrix"}

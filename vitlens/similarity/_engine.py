@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
-__all__: list[str] = []
+__all__ = ["packed_ucentred_gram"]
 
 _BUF_ELEMS = 1 << 20  # elements of the CPU centring buffer: 4 MiB in float32 (cache sized)
 _BUF_ELEMS_GPU = 1 << 24  # on a GPU: fewer, larger products (no cache to fit)
@@ -306,3 +306,26 @@ def batch_hsic(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tensor] 
     aa = ua.square().sum(dim=1) * w
     bb = ub.square().sum(dim=1) * w
     return ab, aa, bb, const_a, const_b
+
+
+def packed_ucentred_gram(x: torch.Tensor, *, gram_dtype: torch.dtype = torch.float32,
+                         label: str = "layer", cache: dict | None = None) -> torch.Tensor:
+    """The strict upper triangle (N,) float64 of one layer's U-centred Gram, N = n(n-1)/2.
+
+    The same arithmetic, in the same order, as the Gram route of :func:`batch_hsic` (and so
+    of :meth:`MinibatchCKA.update`); capture calls it inside a forward hook so a wide layer
+    is reduced while it is fresh. Runs without autocast and with exact float32 matmuls.
+
+    Args:
+        x: (n, d) features of one batch (n >= 4), any float dtype.
+        gram_dtype: The chunk Grams' dtype (the engine's ``gram_dtype``).
+        label: The layer's name, for the non-finite error.
+        cache: Optional dict reused across calls for the packing indices.
+
+    Raises:
+        ValueError: non-finite features (the message names ``label``).
+    """
+    iu = _triu(x.shape[0], x.device, {} if cache is None else cache)
+    with torch.autocast(x.device.type, enabled=False), _exact_fp32_matmul():
+        rows, _ = _gram_rows([x], gram_dtype, lambda _i: repr(label), iu)
+    return rows[0]

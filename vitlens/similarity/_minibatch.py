@@ -190,6 +190,50 @@ class MinibatchCKA:
         self.n_examples += int(fa[0].shape[0])
         self.n_batches += 1
 
+    @torch.no_grad()
+    def update_grams(self, rows_a: Sequence[torch.Tensor], rows_b: Sequence[torch.Tensor] | None,
+                     n: int) -> None:
+        """Add one batch given as packed U-centred Grams (from
+        :func:`vitlens.similarity.packed_ucentred_gram`, e.g. by a
+        :class:`vitlens.capture.GramCapture`).
+
+        Mirrors the tail of the engine's Gram route: one (L_a, N) @ (N, L_b) product gives
+        every pair, ``n HSIC_1 = 2 u_K . u_L / (n - 3)``.
+
+        Args:
+            rows_a: L_a tensors (N,) float64, N = n(n-1)/2.
+            rows_b: L_b tensors, or None for a self-comparison.
+            n: The batch size.
+        """
+        is_self = rows_b is None
+        if self.self_comparison is not None and self.self_comparison != is_self:
+            msg = "every batch must be a self-comparison, or none"
+            raise ValueError(msg)
+        dev = self.device if self.device is not None else rows_a[0].device
+        ua = torch.stack(list(rows_a)).to(dev)
+        ub = ua if is_self else torch.stack(list(rows_b)).to(dev)
+        w = 2.0 / (n - 3)
+        ab = (ua @ ub.T) * w
+        if is_self:
+            aa = bb = ab.diagonal().clone()
+        else:
+            aa = ua.square().sum(dim=1) * w
+            bb = ub.square().sum(dim=1) * w
+        if self.hsic_ab is None:
+            self.device = dev
+            self.self_comparison = is_self
+            self.hsic_ab, self.hsic_aa, self.hsic_bb = ab, aa, bb
+        else:
+            if tuple(ab.shape) != tuple(self.hsic_ab.shape):
+                msg = (f"this batch has {tuple(ab.shape)} layer pairs but the accumulator "
+                       f"{tuple(self.hsic_ab.shape)}")
+                raise ValueError(msg)
+            self.hsic_ab += ab
+            self.hsic_aa += aa
+            self.hsic_bb = self.hsic_aa if is_self else self.hsic_bb + bb
+        self.n_examples += int(n)
+        self.n_batches += 1
+
     def compute(self) -> torch.Tensor:
         """The minibatch CKA matrix.
 

@@ -1,4 +1,4 @@
-"""Helpers of :class:`vitlens._cka_run.CKARun`: labels, devices, precision, prefetching."""
+"""Helpers of :class:`vitlens.similarity.run.CKARun`: image checks, precision, prefetching."""
 
 from __future__ import annotations
 
@@ -7,28 +7,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch import nn
 
-from . import distributed as _dist
-from .datasets.images import ImageSource
-from .errors import ImageError
-from .similarity_result import SimilarityResult
-
-
-def model_label(model: str | nn.Module) -> str:
-    """A readable name for a model: its name, or its timm architecture."""
-    if isinstance(model, str):
-        return model
-    name = getattr(model, "vitlens_name", None)  # set by load_model
-    if name:
-        return str(name)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("architecture") or type(model).__name__
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available; under ``torchrun`` CUDA means this rank's GPU."""
-    return _dist.device_for_rank(device)
+from ..datasets.images import ImageSource
+from ..errors import ImageError
+from ..results.similarity import SimilarityResult
 
 
 def _check_images(images: ImageSource, images_b: ImageSource | None,
@@ -76,7 +58,7 @@ def _prefetched(load, batches: list[range], enabled: bool) -> Iterator[tuple]:
 
 def _warn_constant(result: SimilarityResult) -> None:
     """A cached result with NaN rows or columns warns like a fresh computation."""
-    from .similarity import ConstantLayerWarning
+    from ._checks import ConstantLayerWarning
 
     m = result.matrix
     if not np.isnan(m).any():

@@ -3,7 +3,9 @@
 The row sets (P, n, C) and column sets (Q, n, D) are stacked tensors, so each batch's
 U-centred Grams come from a few batched matrix products instead of one call per set. The
 sums kept are those of :class:`vitlens.similarity.MinibatchCKA` (``n * HSIC_1`` per pair,
-float64) and :meth:`engine` returns a loaded ``MinibatchCKA`` (merge, state_dict, compute).
+float64): :class:`StackedCKA` is a :class:`~vitlens.similarity.MinibatchCKA` whose
+:meth:`~StackedCKA.update` takes the stacks, so merging, ``all_reduce``, saving and
+:meth:`~vitlens.similarity.MinibatchCKA.compute` are the accumulator's own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
+
+from ._minibatch import MinibatchCKA
 
 _CHUNK = 1 << 24  # elements of U-centred Grams held at once (128 MiB in float64)
 _CONST_RTOL = 64.0
@@ -38,7 +42,7 @@ def _chunks(total: int, n: int) -> Iterator[slice]:
         yield slice(s, min(s + step, total))
 
 
-class StackedCKA:
+class StackedCKA(MinibatchCKA):
     """Accumulate minibatch CKA between every row set and every column set.
 
     Args:
@@ -48,18 +52,17 @@ class StackedCKA:
 
     def __init__(self, names_a: Sequence[str], names_b: Sequence[str],
                  device: torch.device | str | None = None) -> None:
-        self.names_a, self.names_b = list(names_a), list(names_b)
-        self.device = torch.device(device) if device is not None else None
+        super().__init__(names_a, names_b, device=device)
         P, Q = len(self.names_a), len(self.names_b)
         kw = dict(dtype=torch.float64, device=self.device)
         self.hsic_ab = torch.zeros(P, Q, **kw)
         self.hsic_aa = torch.zeros(P, **kw)
         self.hsic_bb = torch.zeros(Q, **kw)
-        self.n_examples = 0
-        self.n_batches = 0
+        self.self_comparison = False
+        self.device = self.hsic_ab.device
 
     @torch.no_grad()
-    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:
+    def update(self, a: torch.Tensor, b: torch.Tensor) -> None:  # type: ignore[override]
         """Add one batch: ``a`` (P, n, C) and ``b`` (Q, n, D) on the same n examples."""
         P, n = a.shape[:2]
         if (P, len(b)) != tuple(self.hsic_ab.shape) or b.shape[1] != n:
@@ -84,13 +87,6 @@ class StackedCKA:
         self.n_examples += n
         self.n_batches += 1
 
-    def engine(self):
-        """A :class:`vitlens.similarity.MinibatchCKA` holding these sums."""
-        from ..similarity import MinibatchCKA
-
-        eng = MinibatchCKA(self.names_a, self.names_b, device=self.hsic_ab.device)
-        eng.load_state_dict({"hsic_ab": self.hsic_ab, "hsic_aa": self.hsic_aa,
-                             "hsic_bb": self.hsic_bb, "n_examples": self.n_examples,
-                             "n_batches": self.n_batches, "self_comparison": False,
-                             "names_a": self.names_a, "names_b": self.names_b})
-        return eng
+    def engine(self) -> MinibatchCKA:
+        """This accumulator (kept for callers that asked for a ``MinibatchCKA``)."""
+        return self

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..figures import inline_data
-from ..results import Result
+from ..results.base import Result
 
 _LABELS = {"cls": "CLS token", "token": "single token", "mean": "mean of tokens",
            "every": "every token (average)"}

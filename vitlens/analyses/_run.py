@@ -1,4 +1,15 @@
-"""Shared plumbing of the analyses: image streaming, float64 sums, merging results."""
+"""Shared plumbing of the analyses: image sources and batches, float64 sums, merging results.
+
+- :func:`image_run` loads the models and cuts the images into (sharded) batches; every
+  analysis that streams images through models starts there.
+- :class:`SumState` holds an analysis's float64 sums (they merge by addition and join over
+  ranks with one ``all_reduce``).
+- :func:`feature_batches` streams one model's captured layers batch by batch.
+- :class:`SubsetImages`, :func:`check_labels`, :func:`labels_of`: image subsets and labels.
+
+Minibatch CKA itself is not here: every CKA of the analyses goes through
+:class:`vitlens.similarity.run.CKARun`.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +23,15 @@ import torch
 from torch import nn
 
 from .. import distributed as vd
-from ..api import model_label, resolve_device
+from ..capture import Capture
 from ..datasets.images import ImageSource, as_images
 from ..datasets.preprocess import MultiModelBatches, balanced_batches
+from ..distributed import resolve_device
 from ..errors import ImageError
+from ..models.labels import model_label
 from ..models.loading import load_model
+
+ESTIMATOR = "minibatch linear CKA, unbiased HSIC (Song et al. 2012)"
 
 
 class SumState:
@@ -102,6 +117,11 @@ class ImageRun:
                 bar.update(len(idx))
 
 
+def load(model: str | nn.Module, device: torch.device) -> nn.Module:
+    """``load_model(model)`` on ``device``, in eval mode."""
+    return load_model(model).to(device).eval()
+
+
 def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch_size: int,
               device: Any, min_images: int = 1, default_n: int | None = None,
               what: str = "this analysis") -> ImageRun:
@@ -177,3 +197,84 @@ def check_same(meta_a: dict, meta_b: dict, keys: Sequence[str], what: str) -> No
                    f"{meta_a.get(key)!r} vs {meta_b.get(key)!r}")
             raise ValueError(msg)
 
+
+class SubsetImages(ImageSource):
+    """The images of ``source`` at ``indices``, in that order (preprocessing flag kept)."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int]) -> None:
+        self.source = source
+        self.indices = [int(i) for i in indices]
+        self.preprocessed = getattr(source, "preprocessed", False)
+        self.name = f"{getattr(source, 'name', 'images')}[{len(self.indices)} selected]"
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.source[self.indices[i]]
+
+
+def images_and_count(images: Any, n_images: int | None, *, need: int = 4,
+                     what: str = "this analysis") -> tuple[ImageSource, int]:
+    """An :class:`ImageSource` and how many of its images to use (checked against ``need``)."""
+    src = as_images(images)
+    n = len(src)
+    if n_images is not None:
+        if n_images > n:
+            msg = f"n_images={n_images} but the image source has only {n} images"
+            raise ImageError(msg)
+        n = int(n_images)
+    if n < need:
+        msg = (f"{what} needs at least {need} images (the unbiased HSIC needs 4 per batch); "
+               f"got {n}. Pass more images")
+        raise ImageError(msg)
+    return src, n
+
+
+def feature_batches(model: nn.Module, images: ImageSource, n: int, layers: Any, *,
+                    token_mode: str | None, batch_size: int, device: torch.device,
+                    progress: bool, desc: str, min_size: int = 4, sharded: bool = False,
+                    ) -> Iterator[tuple[range, torch.Tensor, dict[str, torch.Tensor]]]:
+    """Yield ``(indices, preprocessed input (b, 3, H, W), {layer: activation})`` per batch.
+
+    With ``sharded=True``, under ``torchrun`` only this rank's batches (round-robin): the
+    caller joins its sums over the ranks afterwards.
+    """
+
+    batches = balanced_batches(n, batch_size, min_size=min_size)
+    if sharded:
+        batches = vd.shard_batches(batches, what=desc)
+    stream = MultiModelBatches(images, [model], batches, device)
+    with Capture(model, layers, token_mode=token_mode) as cap, \
+            rank_bar(batches, progress, desc) as bar:
+        for idx in batches:
+            x = stream.load(idx)[0]
+            yield idx, x, cap.run(x)
+            bar.update(len(idx))
+
+
+def check_labels(labels: Any, n: int, what: str) -> np.ndarray:
+    """Integer class labels (n,) as int64; raises a clear error otherwise."""
+    if labels is None:
+        msg = f"{what}: labels are required (an integer class per image)"
+        raise ValueError(msg)
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    arr = np.asarray(labels)
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+        msg = (f"{what}: labels must be integers (class indices), got dtype {arr.dtype}; "
+               "convert them, e.g. with np.unique(labels, return_inverse=True)[1]")
+        raise ValueError(msg)
+    if arr.ndim != 1 or len(arr) != n:
+        msg = f"{what}: labels have shape {arr.shape}, expected ({n},): one label per image"
+        raise ValueError(msg)
+    return arr.astype(np.int64)
+
+
+def labels_of(images: Any) -> Any:
+    """Labels carried by an image source (e.g. ``vitlens.datasets.synthetic``), or ``None``."""
+    for obj in (images, getattr(images, "dataset", None)):
+        lab = getattr(obj, "labels", None)
+        if lab is not None:
+            return lab
+    return None

@@ -13,15 +13,15 @@ using the same model in the kernel's thread do not see each other's batches.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .errors import CaptureError
-from .models.catalog import LayerCatalog, LayerPoint, get_module
-from .models.layers import layer_catalog
+from ..errors import CaptureError
+from ..models.catalog import LayerCatalog, LayerPoint, get_module
+from ..models.layers import layer_catalog
+from .hooks import HookSet
 
 TOKEN_MODES = ("flatten", "cls", "mean", "tokens", "spatial")
 
@@ -92,7 +92,7 @@ def apply_token_mode(x: torch.Tensor, point: LayerPoint, token_mode: str,
     raise ValueError(msg)
 
 
-class Capture:
+class Capture(HookSet):
     """Capture the named layers of ``model`` in one forward pass per batch.
 
     Args:
@@ -110,21 +110,19 @@ class Capture:
         if token_mode is not None and token_mode not in TOKEN_MODES:
             msg = f"unknown token_mode {token_mode!r}; choose one of {TOKEN_MODES}"
             raise ValueError(msg)
-        self.model = model
+        super().__init__(model)
         self.catalog = catalog or layer_catalog(model)
         self.layers: list[str] = self.catalog.select(layers)
         self.points: list[LayerPoint] = [self.catalog[name] for name in self.layers]
         self.token_mode = token_mode
         self.grad = grad
         self.check_finite = check_finite
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._store: dict[str, torch.Tensor] = {}
         self._fired: dict[str, int] = {}
-        self._thread: int | None = None  # hooks act only in the thread that entered
 
     def _hook_for(self, point: LayerPoint):
         def store(t: torch.Tensor) -> None:
-            if threading.get_ident() != self._thread:
+            if not self._ours():
                 return  # another thread's forward pass of the same model: not ours
             if not isinstance(t, torch.Tensor):
                 msg = f"layer {point.name!r} produced {type(t).__name__}, not a tensor"
@@ -147,31 +145,14 @@ class Capture:
             store(output[0] if isinstance(output, tuple) else output)
         return fwd_hook, False
 
-    def __enter__(self) -> Capture:
-        self._thread = threading.get_ident()
-        try:
-            for point in self.points:
-                module = get_module(self.model, point.module)
-                hook, is_pre = self._hook_for(point)
-                handle = (module.register_forward_pre_hook(hook) if is_pre
-                          else module.register_forward_hook(hook))
-                self._handles.append(handle)
-        except BaseException:
-            self.remove()
-            raise
-        return self
+    def _register(self) -> None:
+        for point in self.points:
+            module = get_module(self.model, point.module)
+            hook, is_pre = self._hook_for(point)
+            self._add_hook(module, hook, pre=is_pre)
 
-    def __exit__(self, *exc) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this capture registered (idempotent)."""
-        try:
-            for handle in self._handles:
-                handle.remove()
-        finally:
-            self._handles.clear()
-            self._store = {}
+    def _cleared(self) -> None:
+        self._store = {}
 
     def run(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """One forward pass; returns ``{layer: activation}`` in the requested layer order.
@@ -180,11 +161,8 @@ class Capture:
             CaptureError: a layer did not fire exactly once, or (with ``check_finite``) holds
                 NaN or inf values.
         """
-        if not self._handles:
-            msg = "Capture.run() must be called inside 'with Capture(...) as cap:'"
-            raise CaptureError(msg)
+        self._claim("run")  # the forward pass below is this capture's
         self._store, self._fired = {}, {}
-        self._thread = threading.get_ident()  # the forward pass below is this capture's
         if self.grad:
             self.model(x)
         else:

@@ -2,35 +2,51 @@
 
 Every result saves to one ``.npz`` file (NumPy arrays plus a JSON metadata record), and
 :func:`load_result` (or ``SomeResult.load``) reads any of them back, including what the CLI
-writes.
+writes. Reading is bounded: the archive's declared sizes are checked before any array is
+decompressed (:data:`MAX_RESULT_BYTES`).
+
+The convention every result follows:
+
+- **Constructor**: ``Result(arrays, meta)`` (or a subclass's own ``__init__`` with named
+  arrays); the analysis function builds it, and a classmethod ``build(...)`` does so from
+  raw parts where that takes work.
+- **merge**: ``a.merge(b)`` joins two results of disjoint images when the statistic is a
+  sum over images; other results raise :class:`NotImplementedError` saying why.
+- **value**: ``r.value(...)`` returns one float by names (layer, block, statistic).
+- **chart**: ``r.chart(width=, height=, title=)`` returns an Altair chart.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
+from .registry import register, result_class
 
-_REGISTRY: dict[str, type[Result]] = {}
+#: The most a result file may expand to when loaded (sum of its members' declared sizes).
+MAX_RESULT_BYTES = 1 << 28  # 256 MiB
 
 
 class Result:
     """Base class: named float arrays (``self.arrays``) plus JSON-able ``self.meta``.
 
-    Subclasses set ``array_names`` (required arrays) and implement ``to_dataframe`` and
-    ``chart``. They are registered by class name, so :func:`load_result` can restore them.
+    Subclasses set ``array_names`` (required arrays) and implement ``to_dataframe``,
+    ``value`` and ``chart(width=, height=)`` (see the module's convention). vitlens's own
+    classes are listed in :data:`vitlens.results.registry.RESULT_TYPES`; others register
+    by class name when defined, so :func:`load_result` can restore them.
     """
 
     array_names: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        _REGISTRY[cls.__name__] = cls
+        register(cls)
 
     def __init__(self, arrays: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
         missing = [k for k in self.array_names if k not in arrays]
@@ -57,9 +73,13 @@ class Result:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Result:
-        """Read a result file written by :meth:`save` (or by the ``vitlens`` CLI)."""
-        result = load_result(path)
+    def load(cls, path: str | os.PathLike, *, max_bytes: int = MAX_RESULT_BYTES) -> Result:
+        """Read a result file written by :meth:`save` (or by the ``vitlens`` CLI).
+
+        Raises:
+            ValueError: not a result file, or its arrays would expand past ``max_bytes``.
+        """
+        result = load_result(path, max_bytes=max_bytes)
         if cls is not Result and not isinstance(result, cls):
             msg = f"{str(path)!r} holds a {type(result).__name__}, not a {cls.__name__}"
             raise TypeError(msg)
@@ -74,6 +94,12 @@ class Result:
 
     def chart(self, **kwargs: Any):  # pragma: no cover - subclasses
         raise NotImplementedError
+
+    def merge(self, other: Result) -> Result:
+        """Join a result of disjoint images (sum-based statistics only)."""
+        msg = (f"{type(self).__name__} is not a sum over images, so two of them cannot be "
+               "merged; compute it once on the union of the images")
+        raise NotImplementedError(msg)
 
     def _repr_mimebundle_(self, include=None, exclude=None):
         """Notebooks show the chart."""
@@ -93,12 +119,38 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def load_result(path: str | os.PathLike) -> Result:
-    """Load any vitlens result file, restoring its class."""
+def _check_size(path: Path, max_bytes: int) -> None:
+    """Refuse an archive whose members would expand past ``max_bytes`` (checked before any
+    array is read, from the sizes the zip directory declares)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            total = sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError) as err:
+        msg = f"{str(path)!r} is not a vitlens result file ({type(err).__name__}: {err})"
+        raise ValueError(msg) from err
+    if total > max_bytes:
+        msg = (f"{str(path)!r} would expand to {total:,} bytes when loaded ({path.stat().st_size:,}"
+               f" on disk), over the limit of {max_bytes:,}; if you trust the file, pass a "
+               "larger max_bytes= to load_result / Result.load")
+        raise ValueError(msg)
+
+
+def load_result(path: str | os.PathLike, *, max_bytes: int = MAX_RESULT_BYTES) -> Result:
+    """Load any vitlens result file, restoring its class.
+
+    Args:
+        path: A ``.npz`` file written by :meth:`Result.save` or the CLI.
+        max_bytes: The most its arrays may expand to (checked before reading them).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a result file, an unknown result type, or over ``max_bytes``.
+    """
     path = Path(path)
     if not path.is_file():
         msg = f"result file {str(path)!r} does not exist"
         raise FileNotFoundError(msg)
+    _check_size(path, max_bytes)
     try:
         with np.load(path, allow_pickle=False) as data:
             header = json.loads(bytes(data["__meta__"]).decode())
@@ -107,34 +159,13 @@ def load_result(path: str | os.PathLike) -> Result:
         msg = f"{str(path)!r} is not a vitlens result file ({type(err).__name__}: {err})"
         raise ValueError(msg) from err
     kind = header.get("result_type")
-    if kind not in _REGISTRY:
-        _import_result_modules()
-    if kind not in _REGISTRY:
+    cls = result_class(kind)
+    if cls is None:
         msg = f"{str(path)!r} holds an unknown result type {kind!r}; upgrade vitlens"
         raise ValueError(msg)
-    cls = _REGISTRY[kind]
     obj = cls.__new__(cls)
     Result.__init__(obj, arrays, header.get("meta", {}))
     return obj
 
 
-def _import_result_modules() -> None:
-    import importlib
-
-    for name in ("vitlens.similarity_result", "vitlens.analyses"):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SimilarityResult":  # defined in its own module, which imports this one
-        from .similarity_result import SimilarityResult
-
-        return SimilarityResult
-    msg = f"module 'vitlens.results' has no attribute {name!r}"
-    raise AttributeError(msg)
-
-
-__all__ = ["Result", "load_result"]  # SimilarityResult: see __getattr__
+__all__ = ["MAX_RESULT_BYTES", "Result", "load_result"]
