@@ -16,6 +16,7 @@ from test_widgets_reference import (
     rollout,
 )
 from tiny_models import make_tiny
+from traitlets import TraitError
 
 from vitlens.widgets import AttentionExplorer, LocalizationExplorer, ResidualExplorer
 from vitlens.widgets.charts import browser_select
@@ -175,8 +176,9 @@ def test_residual_cnn_and_missing_branch_kind():
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     ex = ResidualExplorer(make_tiny("resnet"), x, n_images=8, batch_size=4, charts=False)
     assert ex.heatmap.row_labels == ["spatial mean"] and ex.heatmap.shape == (1, 4)
-    ex.kind.value = "attn"
-    assert "no 'attn' sub-blocks" in ex.message.text and "unit" in ex.message.text
+    assert ex.kind.options == ("all", "unit")  # only the branch kinds a ResNet has
+    with pytest.raises(TraitError):
+        ex.kind.value = "attn"
     ex.kind.value = "unit"
     assert ex.message.text == "" and ex.heatmap.shape == (1, 4)
     assert repr(ex) == "ResidualExplorer(resnet18, stat='ratio', branches='unit', matrix=1×4)"
@@ -212,7 +214,7 @@ def test_localization_and_residual_from_precomputed_results():
 
 def test_attention_image_sources_can_be_switched(vit, x4):
     ex = AttentionExplorer(vit, x4, charts=False)
-    assert ex.source_choice.options == ("samples", "synthetic", "custom: Tensor")
+    assert ex.source_choice.options == ("samples", "synthetic", "custom: Tensor of 4 images")
     ex.source_choice.value = "samples"  # the bundled photos, by name
     assert ex.image.options[0][0] == "0: astronaut" and len(ex.image.options) == 16
     assert ex.message.text == "" and ex.attention.values.shape == (2, 17, 17)

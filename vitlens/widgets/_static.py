@@ -58,17 +58,25 @@ def value_range(values: np.ndarray, vmin: float | None, vmax: float | None) -> t
     return (lo, hi if hi > lo else lo + 1e-9)
 
 
-def tick(v: float) -> str:
-    """A legend tick: 2 or 3 decimals (scientific for tiny or huge values)."""
+def tick(v: float, span: float = 1.0) -> str:
+    """A legend tick with 2 or 3 decimals, more only when the range is narrower than 0.01
+    (scientific for tiny or huge values); the same rule as the browser's legend."""
+    import math
+
     a = abs(v)
-    if a and (a < 1e-3 or a >= 1e4):
+    if a and (a < 1e-3 or a >= 1e4) and span < 1e-3 * max(a, 1e-12) * 1e6:
         return f"{v:.2e}"
-    return f"{v:.2f}" if a >= 10 else f"{v:.3f}".rstrip("0").rstrip(".") if a else "0"
+    digits = 2 if span >= 1 else 3 if span >= 0.01 else min(6, 2 - math.floor(math.log10(span)))
+    return f"{v:.{digits}f}"
 
 
 def _font(size: int):
     from PIL import ImageFont
 
+    try:  # DejaVu has the symbols of the labels (‖, –, ×); Pillow finds it in system fonts
+        return ImageFont.truetype("DejaVuSans.ttf", size)
+    except OSError:
+        pass
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: a fixed bitmap font
@@ -87,7 +95,8 @@ def legend(draw: Any, x: int, y: int, h: int, lo: float, hi: float, cmap: str,
         draw.line([(x, top + k), (x + 12, top + k)], fill=tuple(int(v) for v in c))
     draw.rectangle([x, top, x + 12, top + h], outline=(150, 150, 150))
     for frac, v in ((0.0, hi), (0.5, (lo + hi) / 2), (1.0, lo)):
-        draw.text((x + 16, top + frac * h - 6), tick(v), fill=(40, 40, 40), font=small)
+        draw.text((x + 16, top + frac * h - 6), tick(v, hi - lo), fill=(40, 40, 40),
+                  font=small)
 
 
 def canvas(width: int, height: int, title: str = "") -> tuple[Any, Any, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from typing import Any
 
 import ipywidgets as W
@@ -11,7 +12,8 @@ import traitlets as T
 from torch import nn
 
 from ._base import LRUCache, MessageArea, model_key
-from ._sources import IMAGE_SOURCES, ModelChoices, display_image, image_source
+from ._sources import IMAGE_SOURCES, ModelChoices, display_image, image_source, source_label
+from ._static import StaticPicture
 from .image_attention import ImageAttentionView
 
 #: Images offered in the dropdown (the first ones of a large source).
@@ -50,7 +52,7 @@ def compute_attention(model: nn.Module, x: Any) -> dict[str, np.ndarray]:
             "patch_size": tuple(cat.patch_size), "num_prefix_tokens": npt}
 
 
-class AttentionExplorer(W.VBox):
+class AttentionExplorer(StaticPicture, W.VBox):
     """Attention maps of a ViT for one image: pick the image, the layer and the head.
 
     Shows the attention of the clicked query patch (or CLS) in the chosen head, every head
@@ -82,7 +84,7 @@ class AttentionExplorer(W.VBox):
         self._sources: dict[str, Any] = {name: name for name in IMAGE_SOURCES}
         first = images if isinstance(images, str) and images in IMAGE_SOURCES else None
         if first is None:
-            first = f"custom: {getattr(images, 'name', None) or type(images).__name__}"
+            first = source_label(images)
             self._sources[first] = images
         self.n_images = n_images
         self.source_choice = W.Dropdown(options=list(self._sources), value=first,
@@ -106,7 +108,7 @@ class AttentionExplorer(W.VBox):
         T.link((self.head, "value"), (self.attention, "head"))
         self.chart = None
         self._charts = charts
-        chart_box = W.VBox([])
+        chart_box = self._chart_box = W.VBox([])
         if charts:
             from .charts import heads_by_distance_chart, jupyter_chart, on_point_select
 
@@ -161,7 +163,10 @@ class AttentionExplorer(W.VBox):
                     img.load()
                     pil = img.convert("RGB")
             except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-                msg = f"could not read the uploaded file {name!r}: it is not an image ({err})"
+                # Pillow names the in-memory buffer (<_io.BytesIO object at 0x...>): drop it.
+                why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(err)).strip()
+                msg = (f"could not read the uploaded file {name!r}: it is not an image Pillow "
+                       f"can open (PNG, JPEG, WebP, ...){f'; {why}' if why else ''}")
                 raise ValueError(msg) from None
         except ValueError as err:
             self.message.error(str(err))
@@ -203,11 +208,11 @@ class AttentionExplorer(W.VBox):
         try:
             data = self.data if self._has_static() else self.compute()
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.message.error(err)
-            self.attention.message = "no attention: see the message above"
+            self._show_error(err)
             return
         self.message.clear()
-        self.attention.message = ""
+        self.attention.message = self.rollout.message = ""
+        self._chart_box.layout.display = None
         self.data = data
         n_layers, n_heads = data["maps"].shape[:2]
         with self.layer.hold_trait_notifications():
@@ -218,6 +223,19 @@ class AttentionExplorer(W.VBox):
         self._show_layer()
         self._new_chart()
 
+    def _show_error(self, err: BaseException) -> None:
+        """The error, and empty views: no map of an earlier model or image stays drawn."""
+        self.message.error(err)
+        self.data = None
+        self.attention.clear()
+        self.rollout.clear()
+        self.attention.message = "no attention: see the message above"
+        self.rollout.message = "no rollout"
+        self._chart_box.layout.display = "none"
+
+    def _static_views(self) -> list[Any]:
+        return [self.attention, self.rollout]
+
     def _has_static(self) -> bool:
         return self._static
 
@@ -227,6 +245,7 @@ class AttentionExplorer(W.VBox):
         d, layer = self.data, self.layer.value
         npt = d["num_prefix_tokens"]
         labels = [f"head {h} · {v:.1f}px" for h, v in enumerate(d["distance"][layer])]
+        where = self.attention._query_position()  # the same patch after a model change
         with self.attention.hold_sync():
             self.attention.prefix_names = ["CLS", "DIST", "REG"][:npt] if npt else []
             self.attention.head_labels = labels
@@ -235,6 +254,7 @@ class AttentionExplorer(W.VBox):
         self.rollout.prefix_names = self.attention.prefix_names
         self.rollout.title = f"rollout through blocks 0–{layer}"
         self.rollout.set_data(None, d["rollout"][layer][None], grid=d["grid"])
+        self.attention.query = self.attention._query_at(where)  # linked: the rollout's too
         self._update_params()
 
     def _new_chart(self) -> None:

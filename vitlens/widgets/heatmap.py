@@ -154,25 +154,32 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
         colours = colourize(m[::-1] if self.origin == "lower" else m, lo, hi, self.colormap)
         side = max(120, int(self.size))
         cells = Image.fromarray(colours).resize((side, side), Image.NEAREST)
-        left, bottom = 110, 96
+        left, bottom = 126, 96
         img, draw, y0 = canvas(left + side + 120, side + bottom + 8, self.title)
         img.paste(cells, (left, y0 + 4))
         font = _font(10)
         step_r, step_c = max(1, -(-rows * 12 // side)), max(1, -(-cols * 12 // side))
         for i in range(0, rows, step_r):
             r = rows - 1 - i if self.origin == "lower" else i
-            yy = y0 + 4 + (r + 0.5) * side / rows - 6
-            draw.text((4, yy), str(self.row_labels[i])[-18:], fill=(50, 50, 50), font=font)
+            yy = y0 + 4 + (r + 0.5) * side / rows
+            draw.text((left - 4, yy), str(self.row_labels[i])[-18:], fill=(50, 50, 50),
+                      font=font, anchor="rm")
         labels = Image.new("RGB", (bottom - 18, side), (255, 255, 255))
         from PIL import ImageDraw
 
         ld = ImageDraw.Draw(labels)
         for j in range(0, cols, step_c):
-            ld.text((2, (j + 0.5) * side / cols - 6), str(self.col_labels[j])[-14:],
-                    fill=(50, 50, 50), font=font)
-        img.paste(labels.rotate(90, expand=True), (left, y0 + side + 8))
+            ld.text((bottom - 20, (j + 0.5) * side / cols), str(self.col_labels[j])[-14:],
+                    fill=(50, 50, 50), font=font, anchor="rm")
+        labels = labels.rotate(90, expand=True)
+        img.paste(labels, (left, y0 + side + 6))
         draw.text((left + side // 2 - 40, y0 + side + bottom - 10), self.col_title,
                   fill=(20, 20, 20), font=_font(11))
+        if self.row_title:
+            strip = Image.new("RGB", (side, 16), (255, 255, 255))
+            ImageDraw.Draw(strip).text((side // 2 - 40, 1), self.row_title, fill=(20, 20, 20),
+                                       font=_font(11))
+            img.paste(strip.rotate(90, expand=True), (left - 108, y0 + 4))
         legend(draw, left + side + 16, y0 + 4, min(200, side - 40), lo, hi, self.colormap,
                self.value_label)
         if self.message:

@@ -83,10 +83,10 @@ class ImageAttentionView(StaticPicture, anywidget.AnyWidget):
                 self._image, _, self._image_shape = encode_array(img, "uint8")
             if values is not None:
                 vals, g = _as_panels(values, grid or tuple(self.grid))
+                where = self._query_position() if keep_query else None
                 self.grid = list(g)
                 self._values, self._dtype, self._shape = encode_array(vals, "float32")
-                if not keep_query or not self._query_ok(self.query):
-                    self.query = self.default_query()
+                self.query = self._query_at(where)
                 if self.head >= vals.shape[0]:
                     self.head = -1
             self._version += 1
@@ -136,6 +136,29 @@ class ImageAttentionView(StaticPicture, anywidget.AnyWidget):
         panel = vals.mean(axis=0) if self.head < 0 else vals[self.head]
         gh, gw = self.grid
         return panel[q, self.num_prefix_tokens:].reshape(gh, gw)
+
+    def _query_position(self) -> tuple[str, Any] | None:
+        """Where the query is: ``("prefix", k)`` or ``("patch", (row, col))``; None if unset."""
+        q = self.query
+        if q is None or not self._shape[1]:
+            return None
+        npre = self.query_prefix
+        if q < npre:
+            return ("prefix", q)
+        gw = max(self.grid[1], 1)
+        return ("patch", divmod(q - npre, gw))
+
+    def _query_at(self, where: tuple[str, Any] | None) -> int | None:
+        """The query index of the same place in the new values (the same patch of the grid
+        when prefix tokens come or go, e.g. switching a CLS ViT for a GAP one)."""
+        nq = int(self._shape[1])
+        if where is not None and nq > 1:
+            kind, pos = where
+            if kind == "prefix" and pos < self.query_prefix:
+                return pos
+            if kind == "patch" and pos[0] < self.grid[0] and pos[1] < self.grid[1]:
+                return self.query_of(*pos)
+        return self.default_query()
 
     def _query_ok(self, q: int | None) -> bool:
         nq = int(self._shape[1])

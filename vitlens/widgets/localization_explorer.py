@@ -11,6 +11,7 @@ from torch import nn
 
 from ._base import LRUCache, MessageArea, model_key
 from ._sources import ModelChoices, display_image, image_source, preprocess_one
+from ._static import StaticPicture
 from .image_attention import ImageAttentionView
 
 
@@ -24,7 +25,7 @@ def _as_values(result: Any) -> tuple[np.ndarray, tuple[int, int]]:
     return full[None], (gh, gw)
 
 
-class LocalizationExplorer(W.VBox):
+class LocalizationExplorer(StaticPicture, W.VBox):
     """Spatial localization: how much a token of a layer still describes its own patch.
 
     For the token you click on the grid, the overlay shows its CKA across images with the raw
@@ -38,7 +39,9 @@ class LocalizationExplorer(W.VBox):
         layer: Start position on the slider (default: the last layer).
         n_images: Images used for the CKA.
         results: Precomputed :class:`~vitlens.analyses.localization.LocalizationResult`
-            objects (a list, or a mapping by layer name), shown without computing.
+            objects (a list, or a mapping by layer name), shown without computing. When the
+            model can be loaded, the slider still moves through all of ``layers`` (the
+            other layers are computed on ``images`` when reached).
     """
 
     def __init__(self, model: str | nn.Module = "vitlens/vit-cls", images: Any = "synthetic", *,
@@ -51,11 +54,13 @@ class LocalizationExplorer(W.VBox):
         self.cache = LRUCache(64)
         self.images = images
         self._bg: np.ndarray | None = None
+        self._start: int | None = None
         self.layer_names: list[str] = []
         style = {"description_width": "60px"}
-        self.layers = W.Combobox(value=layers if isinstance(layers, str) else "custom",
-                                 options=["blocks", "all", "attn", "mlp_hidden", "unit", "stage"],
-                                 ensure_option=False, description="Layers", style=style)
+        self._spec = layers
+        self.layers = W.Combobox(value=layers if isinstance(layers, str) else ", ".join(layers),
+                                 options=self._layer_choices(), ensure_option=False,
+                                 description="Layers", style=style, continuous_update=False)
         self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style)
         self.layer.add_class("vitlens-layer-slider")
         self.layer_label = W.HTML("")
@@ -68,26 +73,49 @@ class LocalizationExplorer(W.VBox):
             self._seed(results)
         else:
             self._set_layers(layers)
-        self.layers.observe(lambda c: self._set_layers(c["new"]), "value")
+        self.layers.observe(lambda c: self._set_layers(_split(c["new"])), "value")
         self.layer.observe(lambda _c: self.refresh(), "value")
         super().__init__([W.HBox([self.layers, self.layer, self.layer_label]), self.message,
                           W.HBox([self.view, self.summary])])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-localization-explorer")
         if self.layer_names:
-            start = len(self.layer_names) - 1 if layer is None else layer
+            start = self._start if layer is None and self._start is not None else \
+                len(self.layer_names) - 1 if layer is None else layer
             self.layer.value = min(max(start, 0), len(self.layer_names) - 1)
         self.refresh()
+
+    def _layer_choices(self) -> list[str]:
+        """"blocks", "all" and the layer kinds this model has (all of them if not loadable)."""
+        from ..models.layers import layer_catalog
+
+        try:
+            kinds = layer_catalog(self.models.load(self._label)).kinds
+        except Exception:  # noqa: BLE001 - the computation reports an unloadable model
+            return ["blocks", "all"]
+        return ["blocks", "all", *kinds]
 
     def _seed(self, results: Sequence[Any] | Mapping[str, Any]) -> None:
         items = list(results.items()) if isinstance(results, Mapping) else \
             [(r.meta.get("layer", f"layer {i}"), r) for i, r in enumerate(results)]
-        self.layer_names = [name for name, _ in items]
+        seeded = [name for name, _ in items]
         self.n_images = int(items[0][1].meta.get("n_images", self.n_images)) if items else 0
         for name, res in items:
             self.cache.put(self._key(name), res)
-        self.layer.max = max(len(items) - 1, 0)
-        self.layers.disabled = True
+        names = seeded
+        try:  # the model's layers too, so the slider moves (the seeded ones are cached)
+            from ..models.layers import layer_catalog
+
+            cat = layer_catalog(self.models.load(self._label))
+            chosen = set(cat.select(_split(self.layers.value))) | set(seeded)
+            names = [n for n in cat.names if n in chosen]
+            names += [n for n in seeded if n not in names]
+        except Exception:  # noqa: BLE001 - only the precomputed layers can be shown
+            self.layers.disabled = True
+            self.layers.tooltip = "the model cannot be loaded here"
+        self.layer_names = names
+        self._start = names.index(seeded[-1]) if seeded else None
+        self.layer.max = max(len(names) - 1, 0)
 
     def _key(self, layer: str) -> tuple:
         return (model_key(self.models.objects.get(self._label, self._label)), layer,
@@ -103,7 +131,7 @@ class LocalizationExplorer(W.VBox):
             model = self.models.load(self._label)
             names = layer_catalog(model).select(spec)
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.message.error(err)
+            self._show_error(err)
             return
         self.message.clear()
         self.layer_names = names
@@ -153,8 +181,7 @@ class LocalizationExplorer(W.VBox):
             res = self.compute(layer)
             values, grid = _as_values(res)
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.message.error(err)
-            self.view.message = "no map for this layer: see the message above"
+            self._show_error(err)
             return
         self.message.clear()
         self.view.message = ""
@@ -170,6 +197,24 @@ class LocalizationExplorer(W.VBox):
                 f"{s.get('other_mean', float('nan')):.3f}<br>n_images = "
                 f"{res.meta.get('n_images')}</div>")
 
+    def _show_error(self, err: BaseException) -> None:
+        """The error, and an empty view and summary (no map of an earlier layer stays)."""
+        self.message.error(err)
+        self.view.clear()
+        self.view.message = "no map: see the message above"
+        self.summary.value = ""
+
+    def _static_views(self) -> list[Any]:
+        return [self.view]
+
     def __repr__(self) -> str:
         return (f"LocalizationExplorer({self._label}, layer={self.current_layer!r}, "
                 f"n_layers={len(self.layer_names)}, n_images={self.n_images})")
+
+
+def _split(text: str | Sequence[str]) -> str | list[str]:
+    """A typed selector: one kind or name, or several separated by commas."""
+    if not isinstance(text, str):
+        return list(text)
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    return parts[0] if len(parts) == 1 else (parts or text)

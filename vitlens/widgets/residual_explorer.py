@@ -10,6 +10,7 @@ from torch import nn
 
 from ._base import MessageArea
 from ._sources import ModelChoices, image_source
+from ._static import StaticPicture
 from .heatmap import HeatmapView
 
 STAT_LABELS = {"ratio": "log10 ‖z‖/‖f(z)‖", "cos_branch": "cos(z, f(z))",
@@ -27,7 +28,7 @@ def _token_labels(n: int, npt: int) -> list[str]:
     return out
 
 
-class ResidualExplorer(W.VBox):
+class ResidualExplorer(StaticPicture, W.VBox):
     """The residual stream against the branch: one heatmap cell per (token, sub-block).
 
     Rows are tokens (CLS first) and columns the attention and MLP sub-blocks in order; the
@@ -55,11 +56,12 @@ class ResidualExplorer(W.VBox):
         self.stat = W.Dropdown(options=[("ratio ‖z‖/‖f(z)‖", "ratio"), ("cos(z, f(z))", "cos_branch"),
                                         ("cos(z, z+f(z))", "cos_stream")], value="ratio",
                                description="Statistic")
-        self.kind = W.Dropdown(options=["all", "attn", "mlp", "token_mix", "channel_mix", "unit"], value="all", description="Branches")
+        # Only the branch kinds the model has are offered (set once the result is known).
+        self.kind = W.Dropdown(options=["all"], value="all", description="Branches")
         self.heatmap = HeatmapView(title="skip path vs branch per token", row_title="token",
                                    col_title="sub-block", colormap="viridis", size=360)
         self.chart = None
-        chart_box = W.VBox([])
+        chart_box = self._chart_box = W.VBox([])
         if charts:
             from .charts import curves_chart, jupyter_chart, on_point_select
 
@@ -115,20 +117,44 @@ class ResidualExplorer(W.VBox):
                 vals = np.log10(vals)
         return vals, rows, names
 
+    def branch_kinds(self) -> list[str]:
+        """The branch kinds of this model's sub-blocks, in network order."""
+        return list(dict.fromkeys(self.result.meta.get("kinds", []) if self.result else []))
+
+    def _offer_kinds(self) -> None:
+        kinds = ["all", *self.branch_kinds()]
+        if list(self.kind.options) != kinds:
+            keep = self.kind.value if self.kind.value in kinds else "all"
+            with self.kind.hold_trait_notifications():
+                self.kind.options = kinds
+                self.kind.value = keep
+
     def refresh(self) -> None:
         try:
+            self.compute()
+            self._offer_kinds()
             vals, rows, cols = self.table()
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.message.error(err)
-            self.heatmap.message = "no result: see the message above"
+            self._show_error(err)
             return
         self.message.clear()
         self.heatmap.message = ""
+        self._chart_box.layout.display = None
         self.heatmap.value_label = STAT_LABELS[self.stat.value]
         self.heatmap.vmin, self.heatmap.vmax = (-1.0, 1.0) if self.stat.value != "ratio" else (None, None)
         self.heatmap.colormap = "rdbu" if self.stat.value != "ratio" else "viridis"
         self.heatmap.set_matrix(vals, rows, cols)
         self._update_chart()
+
+    def _show_error(self, err: BaseException) -> None:
+        """The error, and an empty heatmap and chart (nothing of an earlier choice)."""
+        self.message.error(err)
+        self.heatmap.clear()
+        self.heatmap.message = "no result: see the message above"
+        self._chart_box.layout.display = "none"
+
+    def _static_views(self) -> list[Any]:
+        return [self.heatmap]
 
     def _update_chart(self) -> None:
         if self.chart is None or self.heatmap.shape == (0, 0):
