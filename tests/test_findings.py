@@ -57,10 +57,50 @@ def test_nan_value_is_never_reproduced_and_table_round_trips():
     ok = finding("Fig Y", "claim | with pipe", "stat", 0.123456, "> 0", True, "n")
     df = F.findings_table([row, ok])
     assert list(df.columns) == list(F.COLUMNS)
-    assert df["reproduced?"].tolist() == ["no", "yes"] and df["value"].iloc[1] == 0.123
+    assert df["verdict"].tolist() == ["not reproduced", "rule met, no control"]
+    assert df["value"].iloc[1] == 0.123
     md = F.to_markdown([row, ok])
     assert md.count("\n") == 4 and "claim \\| with pipe" in md and "0.123 |" in md
-    assert "reproduced" in str(ok) and "not reproduced" in str(row)
+    assert "rule met, no control" in str(ok) and "not reproduced" in str(row)
+
+
+def _row(value, rule=">= 0.5", figure="Fig Z"):
+    from vitlens.findings._core import finding
+
+    d = F._core.rule_direction(rule)
+    t = float(rule.split()[-1])
+    return finding(figure, "claim", "stat", value, rule, value >= t if d > 0 else value <= t)
+
+
+@pytest.mark.parametrize(("trained", "controls", "verdict", "margin"), [
+    (0.9, [0.1, 0.2, 0.15], "reproduced", 0.7),  # beyond every control by more than 0.1
+    (0.9, [0.1, 0.6, 0.2], "inconclusive", 0.3),  # one control passes the rule too
+    (0.45, [0.1, 0.2], "not reproduced", 0.25),  # the trained model fails the rule
+    (0.55, [0.1, 0.49], "inconclusive", 0.06),  # margin 0.06 within the controls' spread 0.39
+])
+def test_control_verdicts_by_hand(trained, controls, verdict, margin):
+    row = _row(trained).with_control([_row(c) for c in controls])
+    assert row.verdict == verdict
+    assert row.margin == pytest.approx(margin)
+    assert row.spread == pytest.approx(max(controls) - min(controls))
+    assert row.reproduced == (verdict == "reproduced")
+    d = row.to_dict()
+    assert d["control"] == pytest.approx(controls) and d["verdict"] == verdict
+
+
+def test_control_margin_follows_a_lower_is_better_rule():
+    row = _row(-0.9, "<= -0.8").with_control([_row(-0.1, "<= -0.8"), _row(0.3, "<= -0.8")])
+    assert row.margin == pytest.approx(0.8)  # -0.1 is the control most favourable to "<="
+    assert row.verdict == "reproduced" and "random-init control" in str(row)
+    nan_control = _row(0.9).with_control([_row(float("nan"))])
+    assert nan_control.verdict == "inconclusive"  # an unmeasured control is never beaten
+
+
+def test_controls_must_be_the_same_rows():
+    with pytest.raises(ValueError, match="does not match"):
+        _row(0.9).with_control([_row(0.1, figure="Fig other")])
+    with pytest.raises(ValueError, match="findings"):
+        F.with_controls([_row(0.9)], [[_row(0.1), _row(0.2)]])
 
 
 # --- Fig 1, 2 ------------------------------------------------------------------------------
@@ -130,20 +170,37 @@ def _subsets(sd, cka):
                             {"vit": "v", "cnn": "r", "block": 0, "cnn_layers": ["a", "b"]})
 
 
+def _local(r, model="vit"):
+    from vitlens.analyses import AttentionLocalityResult
+
+    r = np.asarray(r, float)
+    return AttentionLocalityResult({"local_ratio": r, "count": np.asarray(10.0)},
+                                   {"model": model, "blocks": list(range(len(r)))})
+
+
 def test_attention_distance_flips():
     d = np.array([[4, 12, 28], [10, 18, 26], [20, 24, 28], [25, 26, 28]], float)
     good_sub = _subsets([4, 12, 28], [[0.6, 0.5], [0.4, 0.3], [0.2, 0.1]])
-    small = _dist(d + [[8, 0, 0]] + 0, "small")  # block 0's most local head is 8 px farther
-    rows = F.attention_distance(_dist(d), good_sub, small)
+    loc = _local([[3.0, 1.1, 1.0], [2.5, 2.1, 1.0], [1.2, 1.1, 1.0], [1.2, 1.1, 1.0]])
+    small_loc = _local([[1.5, 1.1, 1.0], [2.5, 1.1, 1.0], [1.0] * 3, [1.0] * 3], "small")
+    rows = F.attention_distance(_dist(d), good_sub, _dist(d, "small"), locality=loc,
+                                small_data_locality=small_loc)
     assert all(r.reproduced for r in rows), [str(r) for r in rows]
-    assert _by_figure(rows, "spread").value == pytest.approx(24 / 3)
-    assert _by_figure(rows, "min head distance").value == pytest.approx(8.0)
-    assert _by_figure(rows, "head-subset").value == pytest.approx(-1.0)
-    # distances shrink with depth; top block as mixed as the bottom; CKA rises with reach
+    assert _by_figure(rows, "among lower-half heads").value == pytest.approx(3.0)
+    # per block 44/3, 18, 24, 79/3: upper half minus lower half
+    assert _by_figure(rows, "upper half").value == pytest.approx((24 + 79 / 3 - 44 / 3 - 18) / 2)
+    assert _by_figure(rows, "local heads").value == pytest.approx(3 - 1)
+    assert _by_figure(rows, "most local head subset").value == pytest.approx(0.55 - 0.15)
+    # distances shrink with depth; a local head in the last block; CKA rises with reach
     rev = d[::-1]
     bad_sub = _subsets([4, 12, 28], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
-    rows2 = F.attention_distance(_dist(rev), bad_sub, _dist(rev, "small"))
+    bad_loc = _local([[1.9, 1.1, 1.0], [1.2, 1.1, 1.0], [1.2, 1.1, 1.0], [1.4, 1.1, 1.0]])
+    rows2 = F.attention_distance(_dist(rev), bad_sub, _dist(rev, "small"), locality=bad_loc,
+                                 small_data_locality=loc)
     assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+    # a lower-half local head alone is not enough when the last block has one too
+    last_local = _local([[3.0, 1.0, 1.0], [1.0] * 3, [1.0] * 3, [1.5, 1.0, 1.0]])
+    assert not F.attention_distance(_dist(d), locality=last_local)[0].reproduced
 
 
 # --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
@@ -264,20 +321,25 @@ def _loc(sharp, model):
 def test_localization_flips():
     rows = F.localization(_loc(0.4, "cls"), _loc(-0.1, "gap"), _loc(-0.1, "resnet"))
     assert all(r.reproduced for r in rows), [str(r) for r in rows]
-    assert rows[0].value == 1.0 and rows[1].value == 1.0
+    # own patch 0.7 against 0.3 everywhere else; a peak elsewhere: own 0.2, others 14 x 0.3
+    # and one 0.5
+    other = 0.2 - (14 * 0.3 + 0.5) / 15
+    assert rows[0].value == pytest.approx(0.4) and rows[1].value == pytest.approx(0.4 - other)
     rows2 = F.localization(_loc(-0.1, "cls"), _loc(0.4, "gap"), _loc(0.4, "resnet"))
     assert not any(r.reproduced for r in rows2)
-    assert rows2[1].value == -1.0
+    assert rows2[1].value == pytest.approx(other - 0.4)
 
 
 # --- Fig 11, 13 ----------------------------------------------------------------------------
 
-def _probe(acc, aggs, model):
+def _probe(acc, aggs, model, seeds=10, jitter=0.0):
     acc = np.asarray(acc, float)
-    return ProbeResult({"accuracy": acc, "accuracy_std": np.zeros_like(acc),
-                        "per_seed": acc[None]},
+    wobble = jitter * np.linspace(-1, 1, seeds)[:, None, None]
+    per_seed = acc[None] + wobble  # seed-to-seed variation around the mean
+    return ProbeResult({"accuracy": acc, "accuracy_std": per_seed.std(0), "per_seed": per_seed},
                        {"model": model, "layers": [f"blocks.{i}" for i in range(len(acc))],
-                        "aggregations": aggs, "chance": 0.1, "shots": 10, "seeds": [0]})
+                        "aggregations": aggs, "chance": 0.1, "shots": 10,
+                        "seeds": list(range(seeds))})
 
 
 def test_linear_probes_flip():
@@ -288,7 +350,20 @@ def test_linear_probes_flip():
     rows = F.linear_probes(cls, gap, small)
     assert all(r.reproduced for r in rows), [str(r) for r in rows]
     assert _by_figure(rows, "CLS - single token").value == pytest.approx(0.5)
+    # identical per-seed differences (0.1): the interval has no width
     assert _by_figure(rows, "full-data").value == pytest.approx(0.1)
+    # a paired t interval by hand: differences 0.1 + 0.04 * linspace(-1, 1, 10)
+    wobbly = _probe([[0.3, 0.3, 0.2], [0.5, 0.4, 0.25], [0.8, 0.6, 0.3]], aggs, "cls",
+                    jitter=0.04)
+    diffs = 0.1 + 0.04 * np.linspace(-1, 1, 10)
+    from scipy.stats import t as student
+
+    low = diffs.mean() - student.ppf(0.975, 9) * diffs.std(ddof=1) / np.sqrt(10)
+    assert _by_figure(F.linear_probes(wobbly, gap, small), "full-data").value == (
+        pytest.approx(low))
+    few = F.linear_probes(_probe(cls.accuracy, aggs, "cls", seeds=3), gap,
+                          _probe(small.accuracy, aggs, "small", seeds=3))
+    assert not _by_figure(few, "full-data").reproduced  # fewer than 10 seeds: not judged
     cls2 = _probe([[0.3, 0.3, 0.2], [0.5, 0.4, 0.35], [0.6, 0.7, 0.58]], aggs, "cls")
     gap2 = _probe([[0.3, 0.2], [0.5, 0.4], [0.7, 0.4]], ["mean", "every"], "gap")
     small2 = _probe([[0.3, 0.2, 0.2], [0.5, 0.45, 0.2], [0.5, 0.4, 0.3]], aggs, "small")

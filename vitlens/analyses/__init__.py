@@ -17,16 +17,19 @@ from .distance import (  # noqa: E402
     patch_distances,
 )
 from .head_subsets import HeadSubsetResult, head_subset_cka, head_subsets  # noqa: E402
+from .locality import AttentionLocalityResult, attention_locality  # noqa: E402
 from .receptive_field import ERFResult, effective_receptive_field  # noqa: E402
 from .residual import ResidualResult, residual_ratio  # noqa: E402
 
 __all__ += [
     "AttentionCapture",
     "AttentionDistanceResult",
+    "AttentionLocalityResult",
     "ERFResult",
     "HeadSubsetResult",
     "ResidualResult",
     "attention_distance",
+    "attention_locality",
     "attention_maps",
     "attention_rollout",
     "effective_receptive_field",

@@ -2,8 +2,11 @@
 
 Each function takes result objects (:class:`~vitlens.SimilarityResult` and the results of
 :mod:`vitlens.analyses`) and returns :class:`Finding` rows: the paper's claim in plain words,
-a statistic chosen before any result was seen, its value, the fixed rule it is compared with
-and the verdict. Nothing is asserted without being measured; the thresholds are module
+a statistic chosen before any result was seen, its value, the fixed rule it is compared with,
+the same statistic on seeded random-init copies of the same architectures (the control,
+:mod:`vitlens.findings.controls`), the margin between them, and the verdict: "reproduced" only
+when the trained models pass the rule and beat every control by more than the controls'
+spread; "inconclusive" when a control passes too. Nothing is asserted without being measured; the thresholds are module
 constants, documented in each module and in ``docs/FINDINGS.md``.
 
 >>> rows = vitlens.findings.representation_structure(vit_within, resnet_within, cross)
@@ -24,7 +27,20 @@ The functions, in the order of the notebooks:
 
 from __future__ import annotations
 
-from ._core import COLUMNS, Finding, findings_table, fmt, spearman, to_markdown
+from ._core import (
+    COLUMNS,
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    UNCONTROLLED,
+    Finding,
+    findings_table,
+    fmt,
+    spearman,
+    to_markdown,
+    with_controls,
+)
+from .controls import CONTROL_SEEDS, control_models, random_init
 from .attention import attention_distance
 from .localization import localization
 from .probes import linear_probes
@@ -35,21 +51,29 @@ from .skip import skip_connections
 
 __all__ = [
     "COLUMNS",
+    "CONTROL_SEEDS",
+    "INCONCLUSIVE",
+    "NOT_REPRODUCED",
+    "REPRODUCED",
+    "UNCONTROLLED",
     "Finding",
     "FindingsTable",
     "attention_distance",
+    "control_models",
     "data_scale_and_finetuning",
     "findings_table",
     "fmt",
     "linear_probes",
     "localization",
     "mixer",
+    "random_init",
     "receptive_fields",
     "report",
     "representation_structure",
     "skip_connections",
     "spearman",
     "to_markdown",
+    "with_controls",
 ]
 
 
@@ -76,7 +100,6 @@ class FindingsTable:
 
 
 def report(rows: list[Finding]) -> FindingsTable:
-    """Print one line per finding (the verdict and the numbers behind it); return the table."""
-    for row in rows:
-        print(row)
+    """The findings table (shown once: HTML in a notebook, Markdown as text); ``str(row)``
+    gives one row as a sentence."""
     return FindingsTable(rows)

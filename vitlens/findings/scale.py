@@ -5,8 +5,9 @@ Thresholds, fixed before any result was seen:
 - Fig 12 low vs high: for the model with the least data (the first row), mean per-block CKA
   with the full-data model over the lower half of the blocks minus the upper half at least
   :data:`MIN_LOW_HIGH_GAP`.
-- Fig 12 data helps high layers: Spearman's rho between the amount of data (row order) and
-  the top block's CKA at least :data:`MIN_DATA_RHO`.
+- Fig 12 data helps high layers: the top block's CKA with the full-data model rises strictly
+  with the amount of data (Spearman's rho between row order and it at least
+  :data:`MIN_DATA_RHO`, i.e. 1: with three fractions a rho of 0.5 still allowed an inversion).
 - App. G preserved: mean CKA (before vs after fine-tuning) over the lowest third of the
   blocks, on the fine-tuning domain, at least :data:`MIN_PRESERVED_CKA`.
 - App. G domains: mean change (1 - CKA) over blocks, distant domain minus near domain,
@@ -23,7 +24,7 @@ __all__ = ["MIN_DATA_RHO", "MIN_DOMAIN_CHANGE", "MIN_LOW_HIGH_GAP", "MIN_PRESERV
            "data_scale_and_finetuning"]
 
 MIN_LOW_HIGH_GAP = 0.05
-MIN_DATA_RHO = 0.5
+MIN_DATA_RHO = 1.0
 MIN_PRESERVED_CKA = 0.8
 MIN_DOMAIN_CHANGE = 0.01
 
@@ -64,7 +65,7 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
         rows.append(finding(
             "Fig 12", "high layers need more data to match the full-data model",
             "Spearman rho, amount of data vs top block's CKA with the full-data ViT", rho,
-            f">= {MIN_DATA_RHO}", rho >= MIN_DATA_RHO,
+            f">= {MIN_DATA_RHO} (a strict rise)", rho >= MIN_DATA_RHO - 1e-12,
             ", ".join(f"{r}: {fmt(v)}" for r, v in zip(data_scale.rows, top, strict=True)),
             why_not="the top block does not become more similar to the full-data model with "
                     "more data"))

@@ -124,6 +124,8 @@ class Settings:
         erf_images: Images averaged for effective receptive fields (the paper: 32).
         probe_train, probe_test: Few-shot pool and test images for linear probes.
         shots, seeds: Few-shot examples per class, and one draw per seed.
+        folder: ``None`` for the synthetic test images, or a folder of natural images for the
+            analyses that take unlabelled images (the notebooks' ``IMAGES`` parameter).
     """
 
     n_images: int = 512
@@ -132,7 +134,8 @@ class Settings:
     probe_train: int = 500
     probe_test: int = 1000
     shots: int = 10
-    seeds: tuple[int, ...] = field(default=(0, 1, 2))
+    seeds: tuple[int, ...] = field(default=tuple(range(10)))
+    folder: str | None = None
 
 
 FULL = Settings()

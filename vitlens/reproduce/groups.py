@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from .. import findings as F
 from .config import Settings, patch_size, probe_images, test_images
 
@@ -27,13 +29,19 @@ class Group:
     results: dict[str, Any] = field(default_factory=dict)
     charts: dict[str, Any] = field(default_factory=dict)
     findings: list[F.Finding] = field(default_factory=list)
+    controls: list[Group] = field(default_factory=list)
+    control_seeds: tuple[int, ...] = ()
+
+    def table(self):
+        """The findings table (control and margin beside each value), for notebooks."""
+        return F.FindingsTable(self.findings)
 
 
 def run_representation(M: Mapping[str, Any], s: Settings) -> Group:
     from ..api import cka
 
     g = Group("01_representation_structure", "Representation structure", "Fig 1, 2, B.1")
-    images = test_images(s.n_images)
+    images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
     vit = cka(M["vit"], images, layers_a="all", **kw)
     resnet = cka(M["resnet"], images, layers_a="all", **kw)
@@ -47,22 +55,32 @@ def run_representation(M: Mapping[str, Any], s: Settings) -> Group:
 
 
 def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
-    from ..analyses import attention_distance, head_subset_cka
+    from ..analyses import attention_distance, attention_locality, head_subset_cka
 
-    g = Group("02_attention_distance", "Mean attention distance", "Fig 3, 4, 5, C.5")
-    images = test_images(s.n_images)
+    g = Group("02_attention_distance", "Local and global attention heads", "Fig 3, 4, 5, C.5")
+    images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
     dist = attention_distance(M["vit"], images, **kw)
     small = attention_distance(M["vit_small_data"], images, **kw)
-    subsets = head_subset_cka(M["vit"], M["resnet"], images, block=0, head_distances=dist,
+    local = attention_locality(M["vit"], images, **kw)
+    small_local = attention_locality(M["vit_small_data"], images, **kw)
+    # Fig 5 sorts the heads of the lower-half block that has the most local head (the paper's
+    # block 0, where its large ViTs' local heads are)
+    lower = local.local_ratio[: len(local.blocks) // 2]
+    block = local.blocks[int(lower.max(1).argmax())]
+    subsets = head_subset_cka(M["vit"], M["resnet"], images, block=block, head_distances=dist,
                               subset_size=1, **kw)
     g.results = {"distance_vit": dist, "distance_vit_small_data": small,
+                 "locality_vit": local, "locality_vit_small_data": small_local,
                  "head_subsets": subsets}
     g.charts = {"fig3_attention_distance": dist.chart(kind="sorted"),
                 "fig4_attention_distance_by_block": dist.chart(kind="blocks"),
+                "fig3_local_attention": local.chart(),
+                "fig4_local_attention_small_data": small_local.chart(),
                 "fig5_head_subsets_vs_resnet": subsets.chart(),
                 "figC5_attention_distance_small_data": small.chart(kind="sorted")}
-    g.findings = F.attention_distance(dist, subsets, small)
+    g.findings = F.attention_distance(dist, subsets, small, locality=local,
+                                      small_data_locality=small_local)
     return g
 
 
@@ -70,7 +88,7 @@ def run_receptive_fields(M: Mapping[str, Any], s: Settings) -> Group:
     from ..analyses import effective_receptive_field
 
     g = Group("03_receptive_fields", "Effective receptive fields", "Fig 6, C.1-C.4")
-    images = test_images(max(s.erf_images, 1))
+    images = test_images(max(s.erf_images, 1), folder=s.folder)
     kw = dict(n_images=s.erf_images, batch_size=min(s.batch_size, 16), progress=False)
     vit = effective_receptive_field(M["vit"], images, where="both", **kw)
     resnet = effective_receptive_field(M["resnet"], images, where="after", **kw)
@@ -82,9 +100,17 @@ def run_receptive_fields(M: Mapping[str, Any], s: Settings) -> Group:
 
 
 def zoo_accuracy(name: Any) -> float | None:
-    """The test accuracy on a zoo model's card (0-1), or ``None`` for other models."""
+    """The test accuracy on a zoo model's card (0-1); for a module of a zoo architecture (a
+    random-init control), measured on 1,000 synthetic test images; ``None`` otherwise."""
     from .. import zoo
 
+    if isinstance(name, nn.Module):
+        cfg = getattr(name, "pretrained_cfg", {}) or {}
+        if not str(cfg.get("tag", "")).startswith("vitlens/"):
+            return None
+        from ..zoo.train import evaluate
+
+        return evaluate(name, n=1000)
     if not isinstance(name, str) or not name.startswith("vitlens/"):
         return None
     try:
@@ -99,7 +125,7 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
 
     g = Group("04_skip_connections", "Residual stream and skip connections",
               "Fig 7, 8, E.1, E.2")
-    images = test_images(s.n_images)
+    images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
     vit = residual_ratio(M["vit"], images, **kw)
     resnet = residual_ratio(M["resnet"], images, **kw)
@@ -130,7 +156,7 @@ def run_localization(M: Mapping[str, Any], s: Settings) -> Group:
     from ..analyses import localization
 
     g = Group("05_localization", "Spatial localization", "Fig 9, 10, D.1-D.3")
-    images = test_images(s.n_images)
+    images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
     res = {role: localization(M[role], images, layer=top_layer(M[role]), **kw)
            for role in ("vit", "vit_gap", "resnet")}
@@ -181,7 +207,7 @@ def run_scale(M: Mapping[str, Any], s: Settings) -> Group:
     from ..analyses import data_scale, finetune_similarity
 
     g = Group("07_data_scale_and_finetuning", "Dataset scale and fine-tuning", "Fig 12, App. G")
-    images = test_images(s.n_images)
+    images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
     scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"]},
                        M["vit_zoo"], images, **kw)
@@ -199,7 +225,7 @@ def run_mixer(M: Mapping[str, Any], s: Settings) -> Group:
     from ..analyses import mixer_comparison
 
     g = Group("08_mlp_mixer", "MLP-Mixer", "App. H")
-    images = test_images(s.n_images)
+    images = test_images(s.n_images, folder=s.folder)
     comp = mixer_comparison(M["mixer"], M["vit"], M["resnet"], images, layers="all",
                             batch_size=s.batch_size, progress=False)
     g.results = {"mixer_comparison": comp}

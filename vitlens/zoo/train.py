@@ -111,6 +111,24 @@ def _init_weights(spec: dict[str, Any], out: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(msg)
 
 
+def _load_init(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Start ``model`` from another zoo model's weights: a classifier head it lacks keeps its
+    fresh init; a GAP ViT drops the CLS token and its position (the spatial positions stay)."""
+    own = model.state_dict()
+    use = {}
+    for key, value in state.items():
+        if key not in own:
+            continue  # e.g. cls_token for a GAP model
+        if key == "pos_embed" and value.shape != own[key].shape:
+            value = value[:, -own[key].shape[1] :]
+        use[key] = value
+    missing = [k for k in own if k not in use and not k.startswith("head.")]
+    if missing:
+        msg = f"the initial weights lack {missing}; they do not fit {type(model).__name__}"
+        raise ValueError(msg)
+    model.load_state_dict(use, strict=False)
+
+
 def train_model(
     name: str,
     *,
@@ -137,12 +155,16 @@ def train_model(
     """
     short = canonical(name)
     spec = SPECS[short]
+    if spec.get("objective") == "masked-patches":
+        from .pretrain import train_backbone
+
+        return train_backbone(short, steps=steps, out=out, device=device, progress=progress)
     ft = spec["init_from"] is not None
     cfg = dict(DEFAULTS)
-    steps = steps or cfg["ft_steps" if ft else "steps"]
+    steps = steps or spec.get("steps") or cfg["ft_steps" if ft else "steps"]
     bs = batch_size or cfg["batch_size"]
     test_n = test_n or cfg["test_n"]
-    lr = cfg["ft_lr" if ft else "lr"]
+    lr = spec.get("lr") or cfg["ft_lr" if ft else "lr"]
     n_full = n_train or spec["n_train"] or cfg["n_train"] or steps * bs
     n_used = max(bs, round(spec["fraction"] * n_full)) if spec["fraction"] < 1 else n_full
     n_used = min(n_used, n_full)
@@ -155,7 +177,7 @@ def train_model(
     torch.manual_seed(cfg["seed"])
     model = registry.create(short)
     if ft:
-        model.load_state_dict(_init_weights(spec, out_dir))
+        _load_init(model, _init_weights(spec, out_dir))
     model.to(dev).train()
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
