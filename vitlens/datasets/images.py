@@ -6,7 +6,6 @@ timm preprocessing to the same images in the same order.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImageError
 from .pixels import array_to_rgb, pil_to_rgb
+from .source import ImageSource
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -85,32 +85,6 @@ def read_image_file(path: str | os.PathLike) -> Image.Image:
         msg = (f"could not read image file {str(path)!r} ({type(err).__name__}: {err}); "
                "it is corrupt or not an image: remove or replace it")
         raise ImageError(msg) from err
-
-
-class ImageSource(Sequence):
-    """A sequence of RGB PIL images with a stable name and content fingerprint."""
-
-    name: str = "images"
-
-    def __len__(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def __getitem__(self, i):  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def _item_bytes(self, i: int) -> bytes:
-        img = self[i]
-        return f"{img.size}".encode() + img.tobytes()
-
-    def fingerprint(self) -> str:
-        """SHA-256 over every image's content, in order (for caching)."""
-        h = hashlib.sha256(f"{type(self).__name__}:{len(self)}".encode())
-        for i in range(len(self)):
-            h.update(self._item_bytes(i))
-        return h.hexdigest()[:32]
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r}, n={len(self)})"
 
 
 class FolderImages(ImageSource):
@@ -202,7 +176,8 @@ def as_images(images: Any) -> ImageSource:
     """Turn what a user passes as images into an :class:`ImageSource`.
 
     Accepts a folder path, ``"samples"`` (the scikit-image and scikit-learn photos), a list
-    of PIL images or arrays, an (n, H, W, C) uint8 array, a torch Dataset, an already
+    of PIL images or arrays, an (n, H, W, C) uint8 array, a torch Dataset, a torch
+    DataLoader (see :class:`~vitlens.datasets.loaders.LoaderImages`), an already
     preprocessed (n, C, H, W) float tensor, or an ImageSource.
     """
     if isinstance(images, ImageSource):
@@ -220,10 +195,15 @@ def as_images(images: Any) -> ImageSource:
             msg = f"an array of images must be (n, H, W, C); got shape {images.shape}"
             raise ImageError(msg)
         return ListImages(images, name="array")
+    if isinstance(images, torch.utils.data.DataLoader):
+        from .loaders import LoaderImages
+
+        return LoaderImages(images, to_image=to_pil)
     if isinstance(images, torch.utils.data.Dataset):
         return DatasetImages(images)
     if isinstance(images, Sequence):
         return ListImages(images)
     msg = (f"cannot use {type(images).__name__} as images: pass a folder, 'samples', a list of "
-           "PIL images or arrays, an (n, H, W, C) array, a torch Dataset or an (n, C, H, W) tensor")
+           "PIL images or arrays, an (n, H, W, C) array, a torch Dataset or DataLoader, or an "
+           "(n, C, H, W) tensor")
     raise ImageError(msg)

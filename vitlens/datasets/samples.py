@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .images import ImageSource
+from .source import ImageSource
 
 #: scikit-image photos that ship inside the package (no download), then scikit-learn's two.
 SKIMAGE_PHOTOS = (

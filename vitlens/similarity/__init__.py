@@ -18,10 +18,9 @@ from ._kernels import gram_linear, gram_rbf, hsic_biased, hsic_unbiased, ucenter
 from ._minibatch import MinibatchCKA
 from .stacked import StackedCKA
 
-
-def accumulate_rows(engine: MinibatchCKA, rows_a, rows_b, n: int) -> None:
-    """``engine.update_grams(rows_a, rows_b, n)`` (the older spelling)."""
-    engine.update_grams(rows_a, rows_b, n)
+#: ``accumulate_rows(engine, rows_a, rows_b, n)``: the older spelling of
+#: :meth:`MinibatchCKA.update_grams`.
+accumulate_rows = MinibatchCKA.update_grams
 
 
 __all__ = [
