@@ -230,3 +230,14 @@ def test_bad_checkpoint_is_a_fresh_start(how, monkeypatch):
     assert count.take() == 4  # every batch again: nothing was resumed from the bad file
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=0, atol=1e-12)
     assert not path.exists()  # the run completed: its checkpoint is gone
+
+
+def test_cli_cache_clear_refuses_a_kind_that_is_a_path(tmp_path, monkeypatch, capsys):
+    from vitlens.cli import main
+
+    monkeypatch.setenv("VITLENS_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / ("e" * 40 + ".npz")).write_bytes(b"keep")
+    assert main(["cache", "clear", "--kind", "../x"]) == 2
+    assert "must be a simple name" in capsys.readouterr().err
+    assert (tmp_path / "x" / ("e" * 40 + ".npz")).read_bytes() == b"keep"

@@ -107,7 +107,8 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
                                    "$XDG_CACHE_HOME/vitlens, else ~/.cache/vitlens.")
     p.add_argument("action", nargs="?", default="info", choices=["info", "dir", "clear"],
                    help="info (default): where it is and its size; dir: print the folder; "
-                        "clear: delete every cached result and checkpoint")
+                        "clear: delete every cached result and checkpoint (only vitlens's "
+                        "own entries: other files in the folder are never touched)")
     p.add_argument("--kind", default=None, help="with clear: only this kind (e.g. cka)")
     p.set_defaults(func=_run_cache)
 
@@ -118,7 +119,11 @@ def _run_cache(args: argparse.Namespace) -> int:
     if args.action == "dir":
         print(cache.cache_dir())
     elif args.action == "clear":
-        removed = cache.clear(args.kind)
+        try:
+            removed = cache.clear(args.kind)
+        except ValueError as err:  # a --kind that is not a simple name
+            print(f"vitlens cache clear: {err}", file=sys.stderr)
+            return 2
         print(f"removed {removed} cached file{'s' if removed != 1 else ''} from "
               f"{cache.cache_dir()}")
     else:
