@@ -326,3 +326,49 @@ def test_rbf_rejects_bad_bandwidth():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="median pairwise distance"):
             rbf_cka(D, X)
+
+
+# ----------------------------------------------------------------------------------------------
+# Common offsets and wide bandwidths: the estimators must not lose digits
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("offset", [300.0, 3000.0])
+def test_hsic_unbiased_on_uncentred_grams_cancels_a_common_offset(offset):
+    # gram_linear's docstring tells users to pass its uncentred Gram; the offset must cancel
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 20))
+    Y = X[:, :5] @ rng.standard_normal((5, 30)) + 2.0 * rng.standard_normal((64, 30))
+    K, L = gram_linear(X + offset), gram_linear(Y + offset)
+    got = hsic_unbiased(K, L) / np.sqrt(hsic_unbiased(K, K) * hsic_unbiased(L, L))
+    true = ref_linear_cka(X, Y)  # reference on centred features, in float64
+    assert abs(got - true) < 1e-9
+    Kc, Lc = ref_linear_gram(X), ref_linear_gram(Y)
+    assert abs(hsic_unbiased(K, L) - ref_hsic1(Kc, Lc)) < 1e-9 * abs(ref_hsic1(Kc, Lc))
+
+
+def test_hsic_unbiased_rejects_a_matrix_that_is_not_symmetric():
+    A = np.random.default_rng(0).standard_normal((8, 8))
+    with pytest.raises(ValueError, match=r"K \(shape \(8, 8\)\) is not symmetric.*gram_linear"):
+        hsic_unbiased(A, A @ A.T)
+
+
+def _ref_rbf_cka_wide(X: np.ndarray, Y: np.ndarray, frac: float, debiased: bool) -> float:
+    """K - 1 = expm1(-D^2 / 2 sigma^2) keeps every digit; both HSICs ignore the constant."""
+
+    def km1(A: np.ndarray) -> np.ndarray:
+        A = A - A.mean(axis=0)
+        d2 = ((A[:, None, :] - A[None, :, :]) ** 2).sum(-1)
+        sigma = frac * np.median(np.sqrt(d2[np.triu_indices(len(A), k=1)]))
+        return np.expm1(-d2 / (2 * sigma**2))
+
+    return ref_cka_from_grams(km1(X), km1(Y), debiased)
+
+
+@pytest.mark.parametrize("frac", [30.0, 100.0])
+@pytest.mark.parametrize("debiased", [True, False])
+def test_rbf_cka_at_wide_bandwidths_matches_float64_reference(frac, debiased):
+    for seed in range(4):
+        X, Y = _pair(np.random.default_rng(seed), 40, 12, 9)
+        got = rbf_cka(X, Y, sigma_frac=frac, debiased=debiased)
+        assert abs(got - _ref_rbf_cka_wide(X, Y, frac, debiased)) < 1e-9

@@ -10,7 +10,7 @@ import torch
 
 from ._checks import ConstantLayerWarning, _features_pair
 from ._engine import batch_hsic
-from ._kernels import _hsic0, _hsic1, _rbf_from_centred
+from ._kernels import _hsic0, _rbf_from_centred, _ucenter
 
 __all__ = ["linear_cka", "rbf_cka"]
 
@@ -106,7 +106,10 @@ def rbf_cka(X: Any, Y: Any, *, sigma_frac: float = 0.8, debiased: bool = True,
     tx, ty = _features_pair(X, Y, min_n=4 if debiased else 2)
     if _warn_constant((_constant(tx), _constant(ty))):
         return math.nan
-    k = _rbf_from_centred(tx, sigma_frac, "X", median_of)
-    l_ = _rbf_from_centred(ty, sigma_frac, "Y", median_of)
-    h = _hsic1 if debiased else _hsic0
-    return _ratio(h(k, l_), h(k, k), h(l_, l_))
+    # K - 1 instead of K (both HSICs ignore a constant): full precision at wide bandwidths
+    k = _rbf_from_centred(tx, sigma_frac, "X", median_of, minus_one=True)
+    l_ = _rbf_from_centred(ty, sigma_frac, "Y", median_of, minus_one=True)
+    if debiased:  # HSIC_1 = <U_K, U_L> / (n (n - 3)); the factor cancels in the ratio
+        uk, ul = _ucenter(k), _ucenter(l_)
+        return _ratio((uk * ul).sum(), (uk * uk).sum(), (ul * ul).sum())
+    return _ratio(_hsic0(k, l_), _hsic0(k, k), _hsic0(l_, l_))

@@ -26,6 +26,16 @@ def _check_features(x: Any, name: str = "X") -> torch.Tensor:
     return t
 
 
+def _check_symmetric(t: torch.Tensor, name: str) -> None:
+    gap = float((t - t.T).abs().max())
+    scale = float(t.abs().max())
+    if gap > 1e-6 * scale:
+        msg = (f"{name} (shape {_shape(t)}) is not symmetric: max |{name} - {name}^T| = "
+               f"{gap:.3g} against max |{name}| = {scale:.3g}; HSIC takes Gram (kernel) "
+               "matrices, e.g. gram_linear(X) or gram_rbf(X)")
+        raise ValueError(msg)
+
+
 def gram_linear(X: Any) -> Any:
     """Linear-kernel Gram matrix ``K = X X^T`` in float64.
 
@@ -41,8 +51,12 @@ def gram_linear(X: Any) -> Any:
 
 
 def _rbf_from_centred(t: torch.Tensor, sigma_frac: float, name: str,
-                      median_of: str = "pairs") -> torch.Tensor:
+                      median_of: str = "pairs", *, minus_one: bool = False) -> torch.Tensor:
     """RBF Gram of float64 features (n, d); the bandwidth follows Kornblith et al. 2019.
+
+    ``minus_one=True`` returns ``K - 1`` (``expm1``), exact to full relative precision even
+    at wide bandwidths, where every entry of ``K`` is close to 1. Both HSIC estimators are
+    unchanged by a constant added to every entry, so CKA may use it in place of ``K``.
 
     ``median_of="pairs"``: sigma = sigma_frac * median of the distances over pairs i < j.
     ``median_of="all"``: sigma^2 = sigma_frac^2 * median of the squared distances over all n^2
@@ -71,7 +85,8 @@ def _rbf_from_centred(t: torch.Tensor, sigma_frac: float, name: str,
         msg = (f"the median pairwise distance of {name} (shape {_shape(t)}) is zero: more "
                "than half of the examples are identical, so the RBF bandwidth is undefined")
         raise ValueError(msg)
-    return torch.exp(d2 / (-2.0 * sigma * sigma))
+    arg = d2 / (-2.0 * sigma * sigma)
+    return torch.expm1(arg) if minus_one else torch.exp(arg)
 
 
 def _np_median(v: torch.Tensor) -> float:
@@ -135,15 +150,15 @@ def ucenter(K: Any) -> Any:
 
 
 def _hsic1(k: torch.Tensor, l_: torch.Tensor) -> torch.Tensor:
-    """Unbiased HSIC of two float64 (n, n) Grams, as a 0-d tensor."""
+    """Unbiased HSIC of two symmetric float64 (n, n) Grams, as a 0-d tensor.
+
+    Both Grams are U-centred first, then ``HSIC_1 = <U_K, U_L> / (n (n - 3))``, which equals
+    Song et al.'s closed form. Applied directly to an uncentred Gram, the closed form
+    subtracts terms that grow with the square of a common feature offset and loses every
+    digit (an offset of 3000 gives inf); U-centring removes the offset, as the engine does.
+    """
     n = k.shape[0]
-    kt, lt = k.clone(), l_.clone()
-    kt.fill_diagonal_(0.0)
-    lt.fill_diagonal_(0.0)
-    trace = (kt * lt.T).sum()
-    sums = kt.sum() * lt.sum() / ((n - 1) * (n - 2))
-    cross = kt.sum(dim=0) @ lt.sum(dim=1)
-    return (trace + sums - 2.0 / (n - 2) * cross) / (n * (n - 3))
+    return (_ucenter(k) * _ucenter(l_)).sum() / (n * (n - 3))
 
 
 def _hsic0(k: torch.Tensor, l_: torch.Tensor) -> torch.Tensor:
@@ -162,14 +177,25 @@ def hsic_unbiased(K: Any, L: Any) -> float:
     ``[tr(K~L~) + (1^T K~ 1)(1^T L~ 1) / ((n-1)(n-2)) - 2/(n-2) 1^T K~ L~ 1] / (n(n-3))``
     where ``K~``, ``L~`` have zero diagonals. It can be negative; it is never clamped.
 
+    It is computed as ``<ucenter(K), ucenter(L)> / (n (n - 3))``, the same value in exact
+    arithmetic. U-centring first removes a common feature offset before anything is
+    multiplied, so an uncentred Gram (as :func:`gram_linear` returns) loses no more than
+    the rounding of its own entries; the closed form, applied to it as is, loses digits with
+    the square of the offset.
+
     Args:
-        K: Gram matrix, shape (n, n), n >= 4.
-        L: Gram matrix, shape (n, n).
+        K: Symmetric Gram matrix, shape (n, n), n >= 4.
+        L: Symmetric Gram matrix, shape (n, n).
 
     Returns:
         The estimate as a Python float (computed in float64).
+
+    Raises:
+        ValueError: bad shapes, n < 4, NaN/inf, or a matrix that is not symmetric.
     """
     k, l_ = _square_pair(K, L, min_n=4)
+    _check_symmetric(k, "K")
+    _check_symmetric(l_, "L")
     return float(_hsic1(k, l_))
 
 
