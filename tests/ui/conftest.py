@@ -7,6 +7,7 @@ It is shut down (kernels included) when the module's tests end, also after a fai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,6 +27,14 @@ HERE = Path(__file__).parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item (fixtures screenshot the page on failure)."""
+    rep = yield
+    setattr(item, f"rep_{rep.when}", rep)
+    return rep
 
 
 def _free_port() -> int:
@@ -54,6 +63,12 @@ class Lab:
     def url(self, path: str) -> str:
         return f"{self.base}/{path.lstrip('/')}?token={self.token}"
 
+    def json(self, path: str):
+        req = urllib.request.Request(self.url(path),
+                                     headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
     def api(self, path: str, method: str = "GET") -> int:
         req = urllib.request.Request(self.url(f"api/{path}"), method=method,
                                      headers={"Authorization": f"token {self.token}"})
@@ -61,47 +76,57 @@ class Lab:
             return int(resp.status)
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Lab:
-    root = tmp_path_factory.mktemp("lab")
-    shutil.copy(HERE / "explorers.ipynb", root / "explorers.ipynb")
+def start_server(root: Path, app: str = "lab") -> Lab:
+    """Start ``jupyter lab`` (or ``jupyter notebook``, Notebook 7) in ``root`` on 127.0.0.1.
+
+    Nothing reaches the internet: no news, no update checks, a read-only extension manager.
+    """
     private = root / ".jupyter"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1",
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1",
                JUPYTER_CONFIG_DIR=str(private / "config"),
                JUPYTER_RUNTIME_DIR=str(private / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(private / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(private / "workspaces"))
-    # No news question, no update checks: nothing that would reach the internet.
     labconfig = private / "config" / "labconfig"
-    labconfig.mkdir(parents=True)
+    labconfig.mkdir(parents=True, exist_ok=True)
     (labconfig / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     port, token = _free_port(), secrets.token_hex(16)
-    log = root / "jupyterlab.log"
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--ServerApp.ip=127.0.0.1",
+    log = root / f"jupyter{app}.log"
+    cmd = [sys.executable, "-m", "jupyter", app, "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False",
-           f"--ServerApp.root_dir={root}", "--LabApp.news_url=None",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-           "--LabApp.extension_manager=readonly", "--ServerApp.terminals_enabled=False"]
+           f"--ServerApp.root_dir={root}", "--ServerApp.terminals_enabled=False"]
+    if app == "lab":
+        cmd += ["--LabApp.news_url=None",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+                "--LabApp.extension_manager=readonly"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         cmd.append("--allow-root")
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=fh, stderr=subprocess.STDOUT)
     server = Lab(root, port, token, proc, log)
+    deadline = time.monotonic() + 90
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"jupyter {app} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if server.api("status") == 200:
+                return server
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            _shutdown(server)
+            pytest.fail(f"jupyter {app} did not start in 90 s:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Lab:
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copy(HERE / "explorers.ipynb", root / "explorers.ipynb")
+    server = start_server(root)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if server.api("status") == 200:
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"JupyterLab did not start in 90 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
         yield server
     finally:
         _shutdown(server)
@@ -124,8 +149,8 @@ def _shutdown(server: Lab) -> None:
             server.proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def browser_page(lab: Lab):
+@contextlib.contextmanager
+def chromium_page(server: Lab):
     """A Chromium page that may reach only the local server (other requests are refused).
 
     Yields ``SimpleNamespace(page, external, errors)``: the page, the refused addresses and
@@ -144,7 +169,7 @@ def browser_page(lab: Lab):
 
             def gate(route) -> None:
                 url = route.request.url
-                if url.startswith(lab.base) or url.startswith(("data:", "blob:")):
+                if url.startswith(server.base) or url.startswith(("data:", "blob:")):
                     route.continue_()
                 else:
                     ui.external.append(url)
@@ -155,3 +180,58 @@ def browser_page(lab: Lab):
             yield ui
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page(lab: Lab):
+    with chromium_page(lab) as ui:
+        yield ui
+
+
+class Kernel:
+    """The notebook's own kernel, reached with jupyter_client: the tests read its state."""
+
+    def __init__(self, server: Lab, notebook: str, timeout: float = 120) -> None:
+        from jupyter_client import BlockingKernelClient
+
+        deadline = time.monotonic() + timeout
+        kid = None
+        while kid is None:
+            for sess in server.json("api/sessions"):
+                if sess.get("path", "").endswith(notebook) and sess.get("kernel"):
+                    kid = sess["kernel"]["id"]
+            if kid is None:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no kernel for {notebook} in {timeout:.0f} s")
+                time.sleep(0.5)
+        conn = server.root / ".jupyter" / "runtime" / f"kernel-{kid}.json"
+        while not conn.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.client = BlockingKernelClient(connection_file=str(conn))
+        self.client.load_connection_file()
+        self.client.start_channels()
+        self.client.wait_for_ready(timeout=60)
+
+    def run(self, code: str, timeout: float = 120) -> str:
+        """Execute ``code`` in the kernel (queued after the notebook's cells); its stdout."""
+        out: list[str] = []
+
+        def hook(msg: dict) -> None:
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                out.append(content["text"])
+            elif kind == "error":
+                out.append("\n".join(content["traceback"]))
+                raise AssertionError(f"kernel error: {content['ename']}: {content['evalue']}")
+
+        self.client.execute_interactive(code, output_hook=hook, timeout=timeout,
+                                        store_history=False)
+        return "".join(out)
+
+    def eval(self, expr: str, timeout: float = 120):
+        """The JSON value of an expression evaluated in the kernel."""
+        text = self.run(f"import json as _j; print(_j.dumps({expr}))", timeout)
+        return json.loads(text.strip().splitlines()[-1])
+
+    def close(self) -> None:
+        self.client.stop_channels()

@@ -80,7 +80,7 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self.source = None
         style = {"description_width": "60px"}
         self.model = W.Combobox(value=label, options=self.models.options(), ensure_option=False,
-                                description="Model", style=style)
+                                description="Model", style=style, continuous_update=False)
         self._sources: dict[str, Any] = {name: name for name in IMAGE_SOURCES}
         first = images if isinstance(images, str) and images in IMAGE_SOURCES else None
         if first is None:

@@ -60,7 +60,10 @@ def heads_by_distance_chart(distances: Any, *, layer: int = 0, head: int = -1,
     p_head = alt.param(name="head", value=int(head))
     sel = alt.selection_point(name="head_sel", fields=["head"], on="click", clear="dblclick")
     return alt.Chart(df).mark_bar().encode(
-        x=alt.X("rank:O", title="heads, most local first", axis=alt.Axis(labels=False, ticks=False)),
+        # One bar per head, labelled with the head, sorted by distance (most local first).
+        x=alt.X("head:N", title="head (most local first)",
+                sort=alt.EncodingSortField(field="distance", order="ascending"),
+                axis=alt.Axis(labelAngle=0, labelFontSize=11)),
         y=alt.Y("distance:Q", title="mean distance (px)", scale=alt.Scale(domain=[0, float(np.nanmax(d)) or 1.0])),
         color=alt.condition("datum.head == head", alt.value("#ff2d55"), alt.value("#4c78a8")),
         opacity=alt.condition(sel, alt.value(1.0), alt.value(0.6)),

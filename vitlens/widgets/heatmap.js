@@ -10,6 +10,14 @@ function fmt(v) {
   return a !== 0 && (a < 1e-3 || a >= 1e4) ? v.toExponential(3) : v.toFixed(4);
 }
 
+// Legend ticks: 2 or 3 decimals; more only for a range narrower than 0.01.
+function tickFmt(v, span) {
+  const a = Math.abs(v);
+  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(2);
+  const digits = span >= 1 ? 2 : span >= 0.01 ? 3 : Math.min(6, 2 - Math.floor(Math.log10(span)));
+  return v.toFixed(digits);
+}
+
 function range(vals, vmin, vmax) {
   let lo = Infinity, hi = -Infinity;
   for (let k = 0; k < vals.length; k++) {
@@ -68,7 +76,7 @@ function render({ model, el }) {
     const widest = (labels) => labels.reduce((m, s) => Math.max(m, ctx.measureText(s).width), 0);
     const left = 22 + Math.min(150, widest(rowL)) + 6;
     const bottom = 22 + Math.min(120, widest(colL)) + 6;
-    const top = 8, right = Math.max(70, ctx.measureText(model.get("value_label") || "").width + 16);
+    const top = 8, right = Math.max(78, ctx.measureText(model.get("value_label") || "").width + 16);
     const W = left + size + right, H = top + size + bottom;
     const dpr = window.devicePixelRatio || 1;
     for (const c of [base, over]) {
@@ -119,6 +127,9 @@ function render({ model, el }) {
     root.dataset.lastDraw = String(performance.now());
     root.dataset.drawMs = (performance.now() - tDraw).toFixed(2);
     root.dataset.shape = rows + "x" + cols;
+    let nan = 0;
+    for (let k = 0; k < vals.length; k++) if (Number.isNaN(vals[k])) nan += 1;
+    root.dataset.pending = String(nan); // cells not computed yet (a filling matrix)
     root.dataset.plot = [left, top, size].join(","); // where the cells are, for scripted clicks
   }
 
@@ -160,7 +171,9 @@ function render({ model, el }) {
   }
 
   function drawLegend(ctx, s, lut) {
-    const x = s.left + s.size + 14, y = s.top + 14, h = Math.min(200, s.size - 20), w = 12;
+    // The title sits on its own line above the bar, clear of the top tick label.
+    const x = s.left + s.size + 14, titleY = s.top + 10, y = s.top + 30;
+    const h = Math.min(200, s.size - 36), w = 12;
     for (let k = 0; k < h; k++) {
       const t = Math.round((1 - k / (h - 1)) * 255) * 3;
       ctx.fillStyle = `rgb(${lut[t]},${lut[t + 1]},${lut[t + 2]})`;
@@ -168,11 +181,15 @@ function render({ model, el }) {
     }
     ctx.strokeStyle = "#999"; ctx.strokeRect(x, y, w, h);
     ctx.fillStyle = "#333"; ctx.font = FONT; ctx.textAlign = "left"; ctx.textBaseline = "middle";
-    ctx.fillText(fmt(s.hi), x + w + 3, y);
-    ctx.fillText(fmt((s.lo + s.hi) / 2), x + w + 3, y + h / 2);
-    ctx.fillText(fmt(s.lo), x + w + 3, y + h);
-    ctx.textBaseline = "bottom";
-    ctx.fillText(model.get("value_label") || "", x - 2, y - 3);
+    const span = s.hi - s.lo;
+    const ticks = [s.hi, (s.lo + s.hi) / 2, s.lo].map((v) => tickFmt(v, span));
+    ctx.fillText(ticks[0], x + w + 3, y);
+    ctx.fillText(ticks[1], x + w + 3, y + h / 2);
+    ctx.fillText(ticks[2], x + w + 3, y + h);
+    ctx.font = "bold 10px sans-serif";
+    ctx.fillText(clip(ctx, model.get("value_label") || "", s.W - x + 10), x - 6, titleY);
+    root.dataset.ticks = ticks.join(",");
+    root.dataset.legend = [x - 6, titleY, y, h].join(","); // title line, bar top, bar height
   }
 
   function cellRect(i, j) {

@@ -131,6 +131,8 @@ function render({ model, el }) {
     root.dataset.draws = String(draws);
     root.dataset.lastDraw = String(performance.now());
     root.dataset.drawMs = (performance.now() - tDraw).toFixed(2);
+    root.dataset.empty = !d.K && !imageCanvas() ? "1" : "0"; // nothing to show (e.g. an error)
+    root.dataset.grid = d.gh + "x" + d.gw;
   }
 
   function drawLegend(lut, lo, hi, H) {
