@@ -254,6 +254,17 @@ def _result_class(name: Any, imported: bool = False) -> type | None:
 
     from .results import Result
 
+    try:  # the explicit registry of vitlens's result types, where there is one
+        from .results.registry import result_class
+    except ImportError:
+        result_class = None
+    if result_class is not None and not imported:
+        try:
+            cls = result_class(name)
+        except Exception:  # a result module that fails to import: not this entry's fault
+            cls = None
+        if isinstance(cls, type) and issubclass(cls, Result):
+            return cls
     todo, seen = [Result], set()
     while todo:
         cls = todo.pop()
