@@ -31,8 +31,9 @@ class ProbeResult(Result):
 
     @classmethod
     def build(cls, hits: dict[tuple[str, str], Any], n_test: int, train: Any,
-              classes: np.ndarray, *, shots: int, seeds: Sequence[int], l2: float,
-              fit_intercept: bool, n_train: int) -> ProbeResult:
+              classes: np.ndarray, *, shots: int, seeds: Sequence[int], l2: float | str,
+              fit_intercept: bool, n_train: int,
+              l2_chosen: dict[str, list[float]] | None = None) -> ProbeResult:
         layers, aggs = list(train.layers), list(train.aggregations)
         S = len(seeds)
         per_seed = np.full((S, len(layers), len(aggs)), np.nan)
@@ -55,7 +56,8 @@ class ProbeResult(Result):
             arrays["token_maps"] = maps
         meta = {
             "model": train.model, "layers": layers, "aggregations": aggs, "shots": int(shots),
-            "seeds": [int(s) for s in seeds], "l2": float(l2), "fit_intercept": fit_intercept,
+            "seeds": [int(s) for s in seeds], "l2": l2 if isinstance(l2, str) else float(l2),
+            "l2_chosen": dict(l2_chosen or {}), "fit_intercept": fit_intercept,
             "classes": [int(c) for c in classes], "chance": 1.0 / len(classes),
             "n_train": int(n_train), "n_test": int(n_test), "grids": grids,
             "tokens": {k: (list(v) if v is not None else None) for k, v in train.tokens.items()},

@@ -186,25 +186,74 @@ def probe_features(model: str | nn.Module, images: Any, labels: Any = None, *,
                          dict(grids), dict(tokens), model_label(model))
 
 
+#: Penalties tried by ``l2="auto"`` (chosen per layer, aggregation and seed on held-out shots),
+#: relative to the mean squared centred feature of the training shots (so the choice does not
+#: depend on the features' scale: the penalty is ``g * mean(Xc**2)`` for ``g`` in the grid).
+L2_GRID = tuple(float(v) for v in 10.0 ** np.arange(-3, 4))
+
+
 class _Probes:
-    """Fitted probes: per (layer, aggregation), W (S, [P,] d, K) and b (S, [P,] K)."""
+    """Fitted probes: per (layer, aggregation), W (S, [P,] d, K) and b (S, [P,] K).
+
+    With ``l2="auto"`` each probe is fitted for every relative penalty in :data:`L2_GRID`
+    on its training shots and keeps the one that scores best on its held-out shots
+    (``val_sets``: as many images per class, disjoint from the training shots; ties go to the
+    larger penalty). ``chosen`` records the relative penalty per (layer, aggregation) and seed.
+    """
 
     def __init__(self, train: ProbeFeatures, labels: np.ndarray, sets: list[np.ndarray],
-                 l2: float, fit_intercept: bool, device: torch.device) -> None:
+                 l2: float | str, fit_intercept: bool, device: torch.device,
+                 val_sets: list[np.ndarray] | None = None) -> None:
         self.classes = np.unique(labels)
         self.params: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.chosen: dict[str, list[float]] = {}
+        auto = l2 == "auto"
+        if auto and val_sets is None:
+            msg = 'l2="auto" needs held-out shots (val_sets)'
+            raise ValueError(msg)
         Y = torch.as_tensor(np.stack([signed_targets(labels[s], self.classes) for s in sets]),
                             device=device)  # (S, m, K)
         for layer in train.layers:
             for a in train.aggregations:
-                X = np.stack([train.features[layer][a][s] for s in sets])  # (S, m, ...)
-                Xt = torch.as_tensor(X, device=device).double()
-                if a == "every":  # (S, m, gh, gw, C) -> (S, P, m, C)
-                    Xt = Xt.flatten(2, 3).permute(0, 2, 1, 3)
-                    W, b = ridge_fit(Xt, Y.unsqueeze(1), l2, fit_intercept=fit_intercept)
-                else:
-                    W, b = ridge_fit(Xt, Y, l2, fit_intercept=fit_intercept)
-                self.params[(layer, a)] = (W, b)
+                feats = train.features[layer][a]
+                Xt = self._stack(feats, sets, a, device)
+                Yt = Y.unsqueeze(1) if a == "every" else Y
+                if not auto:
+                    self.params[(layer, a)] = ridge_fit(Xt, Yt, l2, fit_intercept=fit_intercept)
+                    continue
+                Xv = self._stack(feats, val_sets, a, device)
+                yv = torch.as_tensor(np.stack([labels[s] for s in val_sets]), device=device)
+                # ridge on X / r with penalty g is ridge on X with penalty g * r**2; W scales back
+                centred = Xt - Xt.mean(-2, keepdim=True) if fit_intercept else Xt
+                root = centred.pow(2).mean((-1, -2), keepdim=True).sqrt().clamp_min(1e-300)
+                Xt, Xv = Xt / root, Xv / root
+                best, best_acc = None, None
+                for lam in L2_GRID:  # ascending: ">=" hands ties to the larger penalty
+                    W, b = ridge_fit(Xt, Yt, lam, fit_intercept=fit_intercept)
+                    pred = torch.as_tensor(self.classes, device=device)[
+                        ridge_predict(Xv, W, b).argmax(-1)]  # (S, [P,] m)
+                    hit = (pred == (yv.unsqueeze(1) if a == "every" else yv)).double()
+                    acc = hit.mean(-1) if a != "every" else hit.mean((-1, -2))  # (S,)
+                    if best is None:
+                        best, best_acc = (W.clone(), b.clone()), acc
+                        lams = torch.full_like(acc, lam)
+                        continue
+                    take = acc >= best_acc
+                    shape = (-1,) + (1,) * (W.dim() - 1)
+                    best = (torch.where(take.view(shape), W, best[0]),
+                            torch.where(take.view((-1,) + (1,) * (b.dim() - 1)), b, best[1]))
+                    best_acc = torch.where(take, acc, best_acc)
+                    lams = torch.where(take, torch.full_like(acc, lam), lams)
+                self.params[(layer, a)] = (best[0] / root, best[1])
+                self.chosen[f"{layer}/{a}"] = [float(v) for v in lams.cpu()]
+
+    @staticmethod
+    def _stack(feats: np.ndarray, sets: list[np.ndarray], agg: str,
+               device: torch.device) -> torch.Tensor:
+        Xt = torch.as_tensor(np.stack([feats[s] for s in sets]), device=device).double()
+        if agg == "every":  # (S, m, gh, gw, C) -> (S, P, m, C)
+            Xt = Xt.flatten(2, 3).permute(0, 2, 1, 3)
+        return Xt
 
     def correct(self, feats: dict[str, dict[str, Any]], labels: np.ndarray,
                 ) -> dict[tuple[str, str], np.ndarray]:
@@ -223,17 +272,29 @@ class _Probes:
 
 
 def _probe_setup(train_labels: np.ndarray, test_labels: np.ndarray, shots: int,
-                 seeds: Sequence[int]) -> list[np.ndarray]:
-    sets = few_shot_indices(train_labels, shots, seeds)
+                 seeds: Sequence[int], l2: float | str = 1.0,
+                 ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """Per seed the training shots, and with ``l2="auto"`` as many held-out shots per class
+    (drawn together, without replacement, so the two never share an image)."""
+    if isinstance(l2, str) and l2 != "auto":
+        msg = f'l2={l2!r}: pass a positive penalty or "auto" (chosen on held-out shots)'
+        raise ValueError(msg)
+    k = len(np.unique(train_labels))
+    if l2 == "auto":
+        both = few_shot_indices(train_labels, 2 * shots, seeds)
+        sets = [b.reshape(k, 2 * shots)[:, :shots].ravel() for b in both]
+        val = [b.reshape(k, 2 * shots)[:, shots:].ravel() for b in both]
+    else:
+        sets, val = few_shot_indices(train_labels, shots, seeds), None
     extra = sorted(set(np.unique(test_labels).tolist()) - set(np.unique(train_labels).tolist()))
     if extra:
         msg = f"test labels {extra} never occur in the training labels; the probe cannot predict them"
         raise ValueError(msg)
-    return sets
+    return sets, val
 
 
 def probe_from_features(train: ProbeFeatures, test: ProbeFeatures, *, shots: int = 10,
-                        seeds: Sequence[int] = (0, 1, 2), l2: float = 1.0,
+                        seeds: Sequence[int] = (0, 1, 2), l2: float | str = 1.0,
                         fit_intercept: bool = True, device: str | torch.device | None = None,
                         ) -> ProbeResult:
     """Fit and score few-shot probes on features from :func:`probe_features`.
@@ -248,8 +309,8 @@ def probe_from_features(train: ProbeFeatures, test: ProbeFeatures, *, shots: int
                f"aggregations {train.aggregations} vs {test.aggregations}")
         raise ValueError(msg)
     dev = resolve_device(device)
-    sets = _probe_setup(train.labels, test.labels, shots, seeds)
-    probes = _Probes(train, train.labels, sets, l2, fit_intercept, dev)
+    sets, val = _probe_setup(train.labels, test.labels, shots, seeds, l2)
+    probes = _Probes(train, train.labels, sets, l2, fit_intercept, dev, val)
     hits: dict[tuple[str, str], np.ndarray] = {}
     for start in range(0, len(test), 512):
         sl = slice(start, start + 512)
@@ -257,15 +318,16 @@ def probe_from_features(train: ProbeFeatures, test: ProbeFeatures, *, shots: int
         for k, v in probes.correct(part, test.labels[sl]).items():
             hits[k] = hits.get(k, 0) + v
     return ProbeResult.build(hits, len(test), train, probes.classes, shots=shots, seeds=seeds,
-                             l2=l2, fit_intercept=fit_intercept, n_train=len(train.labels))
+                             l2=l2, fit_intercept=fit_intercept, n_train=len(train.labels),
+                             l2_chosen=probes.chosen)
 
 
 def linear_probe(model: str | nn.Module, train_images: Any, train_labels: Any, test_images: Any,
                  test_labels: Any, *, layers: Any = "blocks",
                  aggregations: Sequence[str] = ("cls", "token", "mean"),
                  token: tuple[int, int] | None = None, shots: int = 10,
-                 seeds: Sequence[int] = (0, 1, 2), l2: float = 1.0, fit_intercept: bool = True,
-                 batch_size: int = 64, device: str | torch.device | None = None,
+                 seeds: Sequence[int] = (0, 1, 2), l2: float | str = 1.0,
+                 fit_intercept: bool = True, batch_size: int = 64, device: str | torch.device | None = None,
                  progress: bool = True) -> ProbeResult:
     """Few-shot closed-form linear probes on each layer, for several token aggregations.
 
@@ -286,7 +348,12 @@ def linear_probe(model: str | nn.Module, train_images: Any, train_labels: Any, t
         token: (row, col) of the single token for ``"token"``; the grid centre by default.
         shots: Training images per class per seed.
         seeds: One few-shot draw per seed; accuracy is averaged over seeds (std reported).
-        l2: Ridge penalty.
+        l2: Ridge penalty, or ``"auto"``: per layer, aggregation and seed, the penalty
+            ``g * mean(Xc**2)`` (``g`` in :data:`L2_GRID`, ``Xc`` the centred training shots)
+            that scores best on ``shots`` held-out training images per class (disjoint from
+            the training shots; ties go to the larger penalty). A fixed
+            penalty can collapse probes on small-scale features (e.g. a random-init model's)
+            to a constant prediction.
         fit_intercept: Centre features and targets (unpenalised bias).
         batch_size, device, progress: As in :func:`vitlens.cka`.
 
@@ -307,14 +374,15 @@ def linear_probe(model: str | nn.Module, train_images: Any, train_labels: Any, t
                           n_tr, "linear_probe train_labels")
     te_lab = check_labels(test_labels if test_labels is not None else labels_of(test_images),
                           n_te, "linear_probe test_labels")
-    sets = _probe_setup(tr_lab, te_lab, shots, seeds)
-    union = np.unique(np.concatenate(sets))
+    sets, val = _probe_setup(tr_lab, te_lab, shots, seeds, l2)
+    union = np.unique(np.concatenate(sets + (val or [])))
     local = [np.searchsorted(union, s) for s in sets]
+    local_val = None if val is None else [np.searchsorted(union, s) for s in val]
     train = probe_features(mod, SubsetImages(tr_src, union), tr_lab[union], layers=layers,
                            aggregations=aggregations, token=token, batch_size=batch_size,
                            device=dev, progress=progress)
     train.model = model_label(model)
-    probes = _Probes(train, train.labels, local, l2, fit_intercept, dev)
+    probes = _Probes(train, train.labels, local, l2, fit_intercept, dev, local_val)
     hits: dict[tuple[str, str], np.ndarray] = {}
     for idx, feats in _aggregated_batches(
             mod, te_src, n_te, train.layers, train.aggregations, token, {}, {},
@@ -324,7 +392,7 @@ def linear_probe(model: str | nn.Module, train_images: Any, train_labels: Any, t
             hits[k] = hits.get(k, 0) + v
     hits = _all_reduce_counts(hits)  # under torchrun: each rank scored its test batches
     return ProbeResult.build(hits, n_te, train, probes.classes, shots=shots, seeds=seeds, l2=l2,
-                             fit_intercept=fit_intercept, n_train=n_tr)
+                             fit_intercept=fit_intercept, n_train=n_tr, l2_chosen=probes.chosen)
 
 
 def _all_reduce_counts(hits: dict[tuple[str, str], np.ndarray]) -> dict[tuple[str, str], np.ndarray]:

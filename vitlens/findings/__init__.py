@@ -40,8 +40,8 @@ from ._core import (
     to_markdown,
     with_controls,
 )
-from .controls import CONTROL_SEEDS, control_models, random_init
 from .attention import attention_distance
+from .controls import CONTROL_SEEDS, control_models, random_init
 from .localization import localization
 from .probes import linear_probes
 from .receptive_field import receptive_fields

@@ -173,7 +173,7 @@ def run_probes(M: Mapping[str, Any], s: Settings) -> Group:
 
     g = Group("06_linear_probes", "Linear probes", "Fig 11, 13, D.4")
     train, test = probe_images(s.probe_train, s.probe_test)
-    kw = dict(shots=s.shots, seeds=s.seeds, batch_size=s.batch_size, progress=False)
+    kw = dict(shots=s.shots, seeds=s.seeds, batch_size=s.batch_size, l2="auto", progress=False)
     cls = linear_probe(M["vit"], train, None, test, None,
                        aggregations=("cls", "mean", "every"), **kw)
     gap = linear_probe(M["vit_gap"], train, None, test, None, aggregations=("mean", "every"), **kw)
