@@ -137,6 +137,9 @@ _DISTRIBUTED_COMMANDS = ("cka", "reproduce")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitlens", description="Look inside vision models.")
+    from ._version import __version__
+
+    parser.add_argument("--version", action="version", version=f"vitlens {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_cka(sub)
     _add_reproduce(sub)

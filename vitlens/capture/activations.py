@@ -13,6 +13,8 @@ using the same model in the kernel's thread do not see each other's batches.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -20,10 +22,27 @@ from torch import nn
 
 from ..errors import CaptureError
 from ..models.catalog import LayerCatalog, LayerPoint, get_module
-from ..models.layers import layer_catalog
+from ..models.layers import catalog_for
 from .hooks import HookSet
 
 TOKEN_MODES = ("flatten", "cls", "mean", "tokens", "spatial")
+
+
+def _resolved(x: torch.Tensor, point: LayerPoint) -> LayerPoint:
+    """A named module's point (layout ``"auto"``) laid out as its tensor's rank says."""
+    if point.layout != "auto":
+        return point
+    layout = {4: "nchw", 3: "tokens", 2: "vector"}.get(x.dim())
+    if layout is None:
+        msg = (f"module {point.name!r} produced a tensor of shape {tuple(x.shape)}; token modes "
+               "other than 'flatten' need (n, C, H, W), (n, N, C) or (n, C)")
+        raise CaptureError(msg)
+    return dataclasses.replace(point, layout=layout)
+
+
+def has_cls_token(point: LayerPoint) -> bool:
+    """Whether ``token_mode="cls"`` applies: a token layout with a prefix token."""
+    return point.layout == "tokens" and point.num_prefix_tokens >= 1
 
 
 def _as_tokens(x: torch.Tensor, point: LayerPoint) -> tuple[torch.Tensor, int]:
@@ -68,6 +87,7 @@ def apply_token_mode(x: torch.Tensor, point: LayerPoint, token_mode: str,
     n = x.shape[0]
     if token_mode == "flatten":
         return x.reshape(n, -1)
+    point = _resolved(x, point)
     if x.dim() == 2:
         if token_mode == "mean":
             return x
@@ -111,8 +131,10 @@ class Capture(HookSet):
             msg = f"unknown token_mode {token_mode!r}; choose one of {TOKEN_MODES}"
             raise ValueError(msg)
         super().__init__(model)
-        self.catalog = catalog or layer_catalog(model)
+        self.catalog = catalog or catalog_for(model, layers)
         self.layers: list[str] = self.catalog.select(layers)
+        if token_mode == "cls":
+            self.layers = _cls_layers(self.catalog, self.layers, layers)
         self.points: list[LayerPoint] = [self.catalog[name] for name in self.layers]
         self.token_mode = token_mode
         self.grad = grad
@@ -190,6 +212,25 @@ class Capture(HookSet):
                     raise CaptureError(msg)
         self._store = {}
         return out
+
+
+def _cls_layers(catalog: LayerCatalog, names: list[str], spec: object) -> list[str]:
+    """With ``token_mode="cls"``: a group selector (``"all"``, a kind) skips the points that
+    have no CLS token, with a warning naming them; named points without one are an error."""
+    lacking = [n for n in names if catalog[n].layout != "auto" and not has_cls_token(catalog[n])]
+    if not lacking:
+        return names
+    explicit = [n for n in ([spec] if isinstance(spec, str) else list(spec or []))
+                if n in lacking]
+    if explicit or len(lacking) == len(names):
+        which = explicit or lacking
+        msg = (f"token_mode='cls' needs a CLS/prefix token, and layers {which} have no CLS "
+               "token (patch embeddings, conv maps, pooled vectors); use token_mode='mean' (average "
+               "pooling) or 'flatten', or select layers after the CLS token is added")
+        raise CaptureError(msg)
+    warnings.warn(f"token_mode='cls': skipping layers without a CLS token: {lacking}",
+                  UserWarning, stacklevel=3)
+    return [n for n in names if n not in lacking]
 
 
 def capture_layers(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] | None,

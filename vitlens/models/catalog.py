@@ -19,7 +19,9 @@ from torch import nn
 #   "nchw"     (n, C, H, W) conv feature maps
 #   "nhwc"     (n, H, W, C)
 #   "vector"   (n, C)
-LAYOUTS = ("tokens", "tokens_t", "nchw", "nhwc", "vector")
+#   "auto"     a named module of any nn.Module: read from the tensor's rank (4: nchw,
+#              3: tokens without prefix tokens, 2: vector)
+LAYOUTS = ("tokens", "tokens_t", "nchw", "nhwc", "vector", "auto")
 
 #: Kinds that the ``"blocks"`` selector picks: one point per residual block or unit.
 BLOCK_KINDS = ("block", "unit")
@@ -119,7 +121,18 @@ class LayerCatalog:
         """
         if spec is None:
             spec = "blocks"
+        if not isinstance(spec, str) and not (
+                isinstance(spec, Iterable) and not isinstance(spec, bytes | dict)):
+            msg = (f"layers={spec!r} ({type(spec).__name__}) is not a layer selector; pass "
+                   "'all', 'blocks', a kind such as 'attn', a layer name, or a list of layer "
+                   "names (to pick by position: vitlens.layer_catalog(model).names[i])")
+            raise TypeError(msg)
         items = [spec] if isinstance(spec, str) else list(spec)
+        bad = [s for s in items if not isinstance(s, str)]
+        if bad:
+            msg = (f"layer selectors must be strings (names or kinds); got {bad!r} in {items!r}"
+                   ". To pick by position use vitlens.layer_catalog(model).names[i]")
+            raise TypeError(msg)
         if not items:
             msg = "empty layer selection: pass 'all', 'blocks', a kind or a list of layer names"
             raise ValueError(msg)

@@ -8,7 +8,17 @@ from ._convnext import convnext_catalog
 from ._mixer import mixer_catalog
 from ._resnet import resnet_catalog, resnetv2_catalog
 from ._vit import vit_catalog
-from .catalog import LayerCatalog, feature_info_points
+from .catalog import LayerCatalog, LayerPoint, feature_info_points
+
+UNSUPPORTED = (
+    "vitlens has no layer catalog for {name} and it has no timm feature_info. Supported "
+    "families: VisionTransformer (ViT, DeiT), ResNet, ResNetV2 (BiT), MlpMixer, ConvNeXt, and "
+    "timm models with feature_info. Any other nn.Module works with explicit module names "
+    "(layers_a=['features.3', 'features.6'], names from dict(model.named_modules())), and "
+    "with its input_size/mean/std given (vitlens.models.with_data_config(model, "
+    "input_size=(3, 224, 224), mean=..., std=...)) or read from model.pretrained_cfg, or "
+    "with preprocessed (n, C, H, W) tensors as images."
+)
 
 
 def _family_builders():
@@ -51,11 +61,48 @@ def layer_catalog(model: nn.Module) -> LayerCatalog:
     else:
         points = feature_info_points(model)
         if not points:
-            msg = (
-                f"vitlens has no layer catalog for {type(model).__name__} and it has no timm "
-                "feature_info. Supported: VisionTransformer (ViT, DeiT), ResNet, ResNetV2 (BiT), "
-                "MlpMixer, ConvNeXt, and timm models with feature_info."
-            )
-            raise TypeError(msg)
+            raise TypeError(UNSUPPORTED.format(name=type(model).__name__))
         catalog = LayerCatalog("other", points)
     return catalog
+
+
+def _explicit_names(spec: object) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if isinstance(spec, list | tuple) and all(isinstance(s, str) for s in spec):
+        return list(spec)
+    return []
+
+
+def catalog_for(model: nn.Module, layers: object = None) -> LayerCatalog:
+    """The catalog that resolves ``layers`` on ``model``.
+
+    A supported family's catalog (see :func:`layer_catalog`). For any other ``nn.Module``,
+    explicit module names (``["features.3", "features.6"]``) make a catalog of those
+    modules' outputs, each laid out as its tensor's rank says: (n, C, H, W) maps, (n, N, C)
+    tokens without prefix tokens, or (n, C) vectors.
+
+    Raises:
+        TypeError: an unsupported model without explicit module names (the message says
+            how to name them and how to give the input size and normalisation).
+        KeyError: a name that is not a module of the model, with close matches.
+    """
+    try:
+        return layer_catalog(model)
+    except TypeError:
+        names = _explicit_names(layers)
+        if not isinstance(model, nn.Module) or not names:
+            raise
+    modules = dict(model.named_modules())
+    missing = [n for n in names if n not in modules or n == ""]
+    if missing:
+        import difflib
+
+        close = list(dict.fromkeys(c for n in missing for c in difflib.get_close_matches(
+            n, [m for m in modules if m], n=3, cutoff=0.5)))
+        hint = f" Close matches: {close}." if close else ""
+        msg = (f"{missing} are not modules of this {type(model).__name__}.{hint} Name "
+               "modules as dict(model.named_modules()) does (e.g. 'features.3')")
+        raise KeyError(msg)
+    points = [LayerPoint(n, "module", n, layout="auto", clone=True) for n in names]
+    return LayerCatalog("module", points)

@@ -69,3 +69,24 @@ def explain_forward_error(err: BaseException, label: str, model: nn.Module, x: t
            f"{err}). Resize them to {want[1]}x{want[2]}, or pass raw images (a folder, PIL "
            "images, uint8 arrays) so that each model applies its own preprocessing")
     return ImageError(msg)
+
+
+def check_data_config(label: str, model: nn.Module, images: Any) -> None:
+    """Raw images need the model's input size and normalisation (timm's data config).
+
+    Raises:
+        ValueError: a module without ``pretrained_cfg`` given raw images, saying how to
+            give one.
+    """
+    from ..models.config import has_data_config
+
+    if (getattr(images, "preprocessed", False) or has_data_config(model)
+            or type(model).__module__.startswith("timm.")):  # timm resolves its own defaults
+        return
+    name = "A" if label == "a" else "B" if label == "b" else repr(label)
+    msg = (f"model {name} ({type(model).__name__}) does not say its input size and "
+           "normalisation (it has no timm pretrained_cfg), so vitlens cannot preprocess raw "
+           "images for it. Give them: vitlens.models.with_data_config(model, "
+           "input_size=(3, H, W), mean=(...), std=(...)) (or set model.pretrained_cfg), or "
+           "pass preprocessed (n, C, H, W) tensors as images")
+    raise ValueError(msg)

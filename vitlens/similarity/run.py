@@ -38,7 +38,12 @@ from ..models.labels import model_label
 from ..models.loading import load_model
 from ..results.similarity import SimilarityResult
 from ._minibatch import MinibatchCKA
-from ._run_checks import check_models, check_token_counts, explain_forward_error
+from ._run_checks import (
+    check_data_config,
+    check_models,
+    check_token_counts,
+    explain_forward_error,
+)
 from ._run_support import _amp_dtype, _check_images, _prefetched, _warn_constant
 
 __all__ = ["ESTIMATOR", "PRECISIONS", "CKARun", "LayerSpec", "cka", "joint_cka"]
@@ -195,6 +200,8 @@ class CKARun:
         self.n = _check_images(self.images, self.images_b, n_images)
         for v in list(extra.values())[1:]:
             _check_images(self.images, v, n_images)
+        for k, m in self.models.items():
+            check_data_config(k, m, self.extra_images.get(k, self.images))
         self.batches = balanced_batches(self.n, batch_size)
         if self.sharded and not pair:
             self.my_batches = _dist.shard_batches(self.batches, what=desc)
