@@ -48,6 +48,63 @@ def _check_attention(attn: torch.Tensor, grid_size: tuple[int, int],
         raise ValueError(msg)
 
 
+def _check_positive_ints(value: Any, what: str) -> tuple[int, int]:
+    def _ok(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool) and v > 0
+
+    items = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    if len(items) != 2 or not all(_ok(v) for v in items):
+        msg = f"{what} must be a positive int or a pair (h, w) of positive ints; got {value!r}"
+        raise ValueError(msg)
+    return int(items[0]), int(items[1])
+
+
+def _check_probabilities(attn: torch.Tensor, num_prefix_tokens: int, renormalize: bool) -> None:
+    """Finite, non-negative rows that sum to 1 (float32 softmax: within 1e-3)."""
+    shape = tuple(attn.shape)
+    if not (attn.dtype.is_floating_point):
+        msg = (f"attention must hold floating-point probabilities; got dtype {attn.dtype} "
+               f"(shape {shape})")
+        raise ValueError(msg)
+    if attn.numel() == 0:
+        msg = f"attention is empty (shape {shape}); pass at least one image and one head"
+        raise ValueError(msg)
+    a = attn.detach().to(torch.float64)
+    finite = torch.isfinite(a)
+    if not bool(finite.all()):
+        n_nan, n_inf = int(torch.isnan(a).sum()), int(torch.isinf(a).sum())
+        msg = (f"attention holds {n_nan} NaN and {n_inf} inf values (shape {shape}); it must "
+               "be finite softmax probabilities: check the model for float16 overflow")
+        raise ValueError(msg)
+    lo = float(a.min())
+    if lo < 0.0:
+        msg = (f"attention holds negative values (min {lo:.4g}, shape {shape}); pass "
+               "probabilities after the softmax, not attention logits (scores)")
+        raise ValueError(msg)
+    sums = a.sum(dim=-1)  # (B, H, N)
+    tol = 1e-2 if attn.dtype in (torch.float16, torch.bfloat16) else 1e-3
+    err = (sums - 1.0).abs()
+    worst = int(err.argmax())
+    if float(err.flatten()[worst]) > tol:
+        b, h, i = np.unravel_index(worst, tuple(sums.shape))
+        msg = (f"attention rows must sum to 1 over the keys (softmax probabilities, within "
+               f"{tol:g}); they sum to between {float(sums.min()):.6g} and "
+               f"{float(sums.max()):.6g} (image {b}, head {h}, query {i}: "
+               f"{float(sums[b, h, i]):.6g}; shape {shape}). Pass the full attention "
+               "probabilities, prefix tokens included (num_prefix_tokens says how many), "
+               "not logits or a slice")
+        raise ValueError(msg)
+    if renormalize:
+        p = num_prefix_tokens
+        spatial = a[..., p:, p:].sum(dim=-1)
+        if bool((spatial <= 0).any()):
+            n_zero = int((spatial <= 0).sum())
+            msg = (f"renormalize=True, but {n_zero} spatial queries give no attention to any "
+                   f"patch (all of it to the {p} prefix tokens), so their renormalised "
+                   "distance is undefined; use renormalize=False")
+            raise ValueError(msg)
+
+
 def distance_sums(attn: torch.Tensor, dist: torch.Tensor, num_prefix_tokens: int,
                   renormalize: bool = False) -> torch.Tensor:
     """(H,) float64: ``sum_b sum_i sum_j a_bhij d_ij`` over images and spatial queries.
@@ -88,12 +145,23 @@ def mean_attention_distance(attn: Any, grid_size: int | tuple[int, int],
         (H,) float64 mean distances, a NumPy array for NumPy input, else a torch tensor.
 
     Raises:
-        ValueError: the shape is not (B, H, N, N), or N does not match the grid and prefix.
+        ValueError: the shape is not (B, H, N, N); N does not match the grid and prefix; a
+            size or prefix count is not a positive (non-negative) int; the attention holds
+            NaN, inf or negative values, or rows that do not sum to 1 within 1e-3 (1e-2 for
+            float16/bfloat16); or, with ``renormalize=True``, a query gives no attention to
+            any patch. Each message names the values found.
     """
     is_numpy = isinstance(attn, np.ndarray)
     t = torch.as_tensor(attn)
-    grid = pair(grid_size)
+    grid = _check_positive_ints(grid_size, "grid_size")
+    _check_positive_ints(patch_size, "patch_size")
+    if (not isinstance(num_prefix_tokens, int | np.integer) or isinstance(num_prefix_tokens, bool)
+            or num_prefix_tokens < 0):
+        msg = f"num_prefix_tokens must be an int >= 0; got {num_prefix_tokens!r}"
+        raise ValueError(msg)
+    num_prefix_tokens = int(num_prefix_tokens)
     _check_attention(t, grid, num_prefix_tokens)
+    _check_probabilities(t, num_prefix_tokens, renormalize)
     sums = distance_sums(t, patch_distances(grid, patch_size, t.device), num_prefix_tokens,
                          renormalize)
     out = sums / (t.shape[0] * grid[0] * grid[1])
