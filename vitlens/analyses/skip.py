@@ -122,11 +122,21 @@ def skip_removal_structure(result: SimilarityResult | str | nn.Module, images: A
     split = block_split(sim.matrix, names, min_size=min_size)
     meta = dict(sim.meta)
     meta.update(split_index=split, split_layer=names[split],
-                split_block=(sim.meta.get("blocks_a") or [None] * len(names))[split],
+                split_block=_split_block(sim, split),
                 contrast=split_contrast((sim.matrix + sim.matrix.T) / 2, split),
                 noskip_block=noskip_block)
     extra = {k: v for k, v in sim.arrays.items() if k != "matrix"}
     return SkipStructureResult(sim.matrix, names, names, meta, **extra)
+
+
+def _split_block(sim: SimilarityResult, split: int) -> int | None:
+    """The block index of the split layer: from the run's layer catalog (``blocks_a``), else
+    from a timm ViT name such as ``blocks.3.attn`` (a result built by hand)."""
+    blocks = sim.meta.get("blocks_a")
+    if blocks:
+        return blocks[split]
+    parts = str(sim.layers_a[split]).split(".")
+    return int(parts[1]) if len(parts) >= 2 and parts[0] == "blocks" and parts[1].isdigit() else None
 
 
 class SkipStructureResult(SimilarityResult):
