@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import inspect
 import json
 import re
+import textwrap
+from pathlib import Path
 
 import pytest
 
-from vitlens import load_result
+from vitlens import analyses, load_result
 from vitlens.cli import main
-from vitlens.reproduce import GROUPS
+from vitlens.reproduce import CONTROL_SEEDS, GROUPS
+
+VERDICTS = {"reproduced", "inconclusive", "not reproduced"}
 
 # Every figure the notebooks reproduce, by notebook (PNG and SVG each).
 EXPECTED_FIGURES = {
     "01_representation_structure": ["fig1_cka_within_vit", "fig1_cka_within_resnet",
                                     "fig2_cka_vit_vs_resnet"],
     "02_attention_distance": ["fig3_attention_distance", "fig4_attention_distance_by_block",
+                              "fig3_local_attention", "fig4_local_attention_small_data",
                               "fig5_head_subsets_vs_resnet",
                               "figC5_attention_distance_small_data"],
     "03_receptive_fields": ["fig6_c4_erf_vit", "fig6_erf_resnet"],
@@ -33,7 +41,7 @@ EXPECTED_FIGURES = {
 # The figure labels of the findings rows of each notebook, in order.
 EXPECTED_ROWS = {
     "01_representation_structure": ["Fig 1", "Fig 1", "Fig 2, B.1", "Fig 2, B.1"],
-    "02_attention_distance": ["Fig 3, 4", "Fig 3", "Fig 5", "C.5"],
+    "02_attention_distance": ["Fig 3", "Fig 3, 4", "Fig 4, C.5", "Fig 5"],
     "03_receptive_fields": ["Fig 6, C.1", "Fig 6, C.2", "Fig 6, C.2", "Fig 6, C.4"],
     "04_skip_connections": ["Fig 7", "Fig 7, E.1", "Fig 7, E.1", "Fig 8", "Fig 8", "Fig 8"],
     "05_localization": ["Fig 9, D.1", "Fig 10, D.2", "Fig 10, D.3"],
@@ -52,8 +60,128 @@ def quick_run(tmp_path_factory):
     return out
 
 
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ROOT / "notebooks" / "src"
+# Called in a notebook source, these would be a second copy of the analyses: the numbers must
+# come from reproduce.run_group (groups.py), the one source that `vitlens reproduce` runs too.
+FORBIDDEN_CALLS = (
+    {n for n in analyses.__all__ if n[0].islower()}
+    | {"cka", "cka_stream", "with_controls", "control_models", "random_init"}
+    | {"representation_structure", "attention_distance", "receptive_fields", "skip_connections",
+       "localization", "linear_probes", "data_scale_and_finetuning", "mixer"})
+
+
+def _build_module():
+    spec = importlib.util.spec_from_file_location("notebook_build", ROOT / "notebooks" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cells(name: str):
+    """A notebook source's cells, as notebooks/build.py builds them."""
+    return _build_module().parse(SOURCES / f"{name}.py").cells
+
+
+def _calls(cells) -> list[ast.Call]:
+    return [node for c in cells if c.cell_type == "code"
+            for node in ast.walk(ast.parse(c.source)) if isinstance(node, ast.Call)]
+
+
+def _called_name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+
+
+def _run_group_calls(cells) -> list[ast.Call]:
+    return [c for c in _calls(cells) if isinstance(c.func, ast.Attribute)
+            and c.func.attr == "run_group" and getattr(c.func.value, "id", "") == "reproduce"]
+
+
+def _settings(cells):
+    """Run the parameter cell and the cell's ``settings = reproduce.Settings(...)`` line."""
+    from vitlens import reproduce
+
+    ns = {"reproduce": reproduce}
+    exec(cells[0].source if cells[0].cell_type == "code" else "", ns)  # noqa: S102
+    for c in cells:
+        if c.cell_type != "code":
+            continue
+        for node in ast.parse(c.source).body:
+            if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] \
+                    == ["settings"]:
+                exec(ast.unparse(node), ns)  # noqa: S102
+                return ns["settings"]
+    return None
+
+
 def test_groups_follow_the_notebooks():
     assert [nb for nb, _ in GROUPS] == list(EXPECTED_FIGURES)
+    assert sorted(p.stem for p in SOURCES.glob("*.py")) == ["00_tour", *EXPECTED_FIGURES]
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_FIGURES))
+def test_notebook_takes_its_numbers_from_run_group(name):
+    """One source: each notebook calls reproduce.run_group for its own group, once, with the
+    trained models, the settings of its parameter cell and the default controls, and calls no
+    analysis itself; its default parameters are those of `vitlens reproduce` (FULL)."""
+    from vitlens import reproduce
+
+    cells = [c for c in _cells(name) if c.source.strip()]
+    code = [c for c in cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", []), name
+    params = {t.id for node in ast.parse(code[0].source).body if isinstance(node, ast.Assign)
+              for t in node.targets}
+    assert {"MODELS", "IMAGES", "N_IMAGES", "BATCH_SIZE"} <= params, name
+    runs = _run_group_calls(cells)
+    assert len(runs) == 1, (name, [ast.unparse(r) for r in runs])
+    call = runs[0]
+    assert [ast.unparse(a) for a in call.args] == [repr(name), "M", "settings"], name
+    assert not call.keywords, name  # the controls of `vitlens reproduce`: CONTROL_SEEDS
+    assert _settings(code) == reproduce.FULL, name
+    own = sorted({_called_name(c) for c in _calls(cells)} & FORBIDDEN_CALLS)
+    assert not own, f"{name} calls {own} itself; take the result from g.results instead"
+    # it ends with the findings table, after the text that says how the control is read
+    assert code[-1].source.strip() == "g.table()", name
+    text = cells[-2].source
+    assert cells[-2].cell_type == "markdown", name
+    for words in ("random-init", "seeds 0, 1, 2", "same images", "*reproduced*",
+                  "*inconclusive*", "spread", "margin"):
+        assert words in text, (name, words)
+
+
+@pytest.mark.parametrize(("name", "run"), GROUPS)
+def test_notebook_shows_every_figure_and_names_the_calls(name, run):
+    """Every chart of the group is shown, and the markdown names every analysis function the
+    group calls (the equivalent library calls, for readers with their own models)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(run)))
+    called = {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+              and node.module in ("analyses", "api") for a in node.names}
+    called |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+               and getattr(n.value, "id", "") == "F"}
+    charts = [k.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+              and ast.unparse(node.targets[0]) == "g.charts" and isinstance(node.value, ast.Dict)
+              for k in node.value.keys]
+    assert called and sorted(charts) == sorted(EXPECTED_FIGURES[name]), name
+    cells = _cells(name)
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    markdown = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    for stem in charts:
+        assert f'g.charts["{stem}"]' in code, (name, stem)
+    for fn in called:
+        assert f"{fn}(" in markdown, (name, fn)
+    assert f"`{run.__name__}`" in markdown, name
+
+
+def test_tour_uses_the_groups_too():
+    cells = _cells("00_tour")
+    groups = {ast.literal_eval(c.args[0]) for c in _run_group_calls(cells)}
+    assert groups and groups <= {nb for nb, _ in GROUPS}
+    own = sorted({_called_name(c) for c in _calls(cells)} & FORBIDDEN_CALLS)
+    assert not own, own
+    from vitlens import reproduce
+
+    assert _settings([c for c in cells if c.cell_type == "code"]) == reproduce.FULL
 
 
 def test_every_figure_is_written_as_png_and_svg(quick_run):
@@ -72,10 +200,11 @@ def test_findings_table_has_the_expected_rows(quick_run):
     got: dict[str, list[str]] = {}
     for r in rows:
         got.setdefault(r["notebook"], []).append(r["figure"])
-        assert isinstance(r["reproduced"], bool) and r["rule"] and r["statistic"]
+        assert r["verdict"] in VERDICTS and r["rule"] and r["statistic"]
+        assert len(r["control"]) == len(CONTROL_SEEDS)  # every row carries its control
     assert got == EXPECTED_ROWS
     md = (quick_run / "FINDINGS.md").read_text()
-    n_ok = sum(r["reproduced"] for r in rows)
+    n_ok = sum(r["verdict"] == "reproduced" for r in rows)
     assert f"**{n_ok} of {len(rows)} findings reproduced.**" in md
     for nb in EXPECTED_ROWS:
         assert f"`notebooks/{nb}.ipynb`" in md

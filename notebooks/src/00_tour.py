@@ -23,22 +23,21 @@
 # Parameters: the only cell you need to change.
 MODELS = "zoo"  # "zoo": bundled offline models; "pretrained": the paper's timm models (internet)
 IMAGES = None  # None: synthetic test images; or a folder of natural images, e.g. "imagenet/val"
-N_IMAGES = 256
+N_IMAGES = 512  # the same as the numbered notebooks, so the numbers agree with theirs
 BATCH_SIZE = 128
 
 # %%
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 import vitlens
 from vitlens import findings, reproduce
 
-torch.manual_seed(0)
 reproduce.static_charts()  # compact SVG charts: they display offline, anywhere
 
 M = reproduce.models(MODELS)  # model names by role
+settings = reproduce.Settings(n_images=N_IMAGES, batch_size=BATCH_SIZE, folder=IMAGES)
 images = reproduce.test_images(N_IMAGES, folder=IMAGES)
 print(images)
 
@@ -46,9 +45,11 @@ print(images)
 # ## The zoo and the images
 #
 # Every zoo model is a real timm architecture (`VisionTransformer`, `ResNetV2`, `MlpMixer`)
-# trained by vitlens's own script on a deterministic synthetic dataset: 10 classes of shapes
-# at random positions, sizes and colours, among clutter, 64×64 pixels. Each model card records the measured test
-# accuracy and which of the paper's models it stands in for.
+# trained by vitlens's own script (`python -m vitlens.zoo.train`) on a deterministic synthetic
+# dataset: 10 classes of shapes at random positions, sizes and colours, among clutter, 64×64
+# pixels; the main ViT is first pretrained by masked-patch prediction on crops of photographs
+# (notebook 02 says why). Each model card records the measured test accuracy and which of the
+# paper's models it stands in for.
 
 # %%
 cards = []
@@ -65,15 +66,28 @@ tiles = [np.asarray((x[0] if isinstance(x, tuple) else x).convert("RGB").resize(
 Image.fromarray(np.concatenate(tiles, axis=1))
 
 # %% [markdown]
-# ## Similarity between layers: `vitlens.cka`
+# ## One call per notebook: `reproduce.run_group`
 #
-# One call gives the CKA of every layer of one model against every layer of another
-# (unbiased minibatch CKA, accumulated in float64). The `SimilarityExplorer` shows it; click
-# a cell, or choose other models and layers to recompute live.
+# Each numbered notebook runs its analyses with one call, the same code as
+# `vitlens reproduce`: `reproduce.run_group("01", M, settings)` returns a `Group` with
+# `.results` (result objects), `.charts` (the paper's figures) and `.findings` (measured
+# verdicts). It also runs every analysis on random-init copies of the models (seeds 0, 1, 2):
+# the controls that tell a finding about training from one the architecture gives for free.
+# Here, notebook 01's CKA analyses:
 
 # %%
-kw = dict(batch_size=BATCH_SIZE, progress=False)
-cross = vitlens.cka(M["vit"], images, M["resnet"], layers_a="all", layers_b="all", **kw)
+g = reproduce.run_group("01_representation_structure", M, settings)
+print(list(g.results), list(g.charts))
+
+# %% [markdown]
+# ## Similarity between layers: `vitlens.cka`
+#
+# The CKA of every layer of the ViT against every layer of the ResNet (unbiased minibatch CKA,
+# accumulated in float64): one of notebook 01's results. The `SimilarityExplorer` shows it;
+# click a cell, or choose other models and layers to recompute live.
+
+# %%
+cross = g.results["cka_vit_resnet"]
 vitlens.widgets.SimilarityExplorer.from_result(cross)
 
 # %% [markdown]
@@ -89,12 +103,10 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # ## Localization: `LocalizationExplorer`
 #
 # For the token you click, the CKA across images between it and every input patch
-# (notebook 05): the CLS-trained ViT's tokens still describe their own patch at the top.
+# (notebook 05). The explorers need no control, so these two runs skip it (`controls=()`).
 
 # %%
-from vitlens.analyses import localization, residual_ratio
-
-loc = localization(M["vit"], images, layer=reproduce.top_layer(M["vit"]), **kw)
+loc = reproduce.run_group("05_localization", M, settings, controls=()).results["localization_vit"]
 vitlens.widgets.LocalizationExplorer(M["vit"], results=[loc])
 
 # %% [markdown]
@@ -104,7 +116,7 @@ vitlens.widgets.LocalizationExplorer(M["vit"], results=[loc])
 # (notebook 04).
 
 # %%
-res = residual_ratio(M["vit"], images, **kw)
+res = reproduce.run_group("04_skip_connections", M, settings, controls=()).results["residual_vit"]
 vitlens.widgets.ResidualExplorer(M["vit"], result=res)
 
 # %% [markdown]
@@ -121,13 +133,14 @@ cross.to_dataframe().sort_values("cka", ascending=False).head(5).round(3)
 #
 # Fig 1 of the paper: a ViT's layers are uniformly similar, a ResNet's are not. Each numbered
 # notebook ends with a table like this one: the statistic was fixed before running, and the
-# verdict is computed, never asserted.
+# verdict is computed, never asserted. The *control* column holds the same statistic on
+# random-init copies of the same architectures (seeds 0, 1, 2; same images, same code). A
+# row reads *reproduced* only when the trained models pass the rule and beat every control by
+# more than the controls' spread (the *margin* column); *inconclusive* when a control passes
+# too: an untrained network shows the same pattern, so it is no evidence about training.
 
 # %%
-vit_within = vitlens.cka(M["vit"], images, layers_a="all", **kw)
-resnet_within = vitlens.cka(M["resnet"], images, layers_a="all", **kw)
-rows = findings.representation_structure(vit_within, resnet_within, cross)
-findings.report(rows[:2])
+findings.report(g.findings[:2])
 
 # %% [markdown]
 # ## Next steps
@@ -136,6 +149,8 @@ findings.report(rows[:2])
 #   to use the timm checkpoints of PAPER.md (`vit_base_patch16_224.augreg_in21k`,
 #   `resnetv2_50x1_bit.goog_in21k`, `mixer_b16_224.goog_in21k`, ...), and `IMAGES` to a folder
 #   of natural images; a GPU helps. Or call `vitlens.load_model(name)` with any timm name.
+# * **Your own models.** `reproduce.run_group("01", {"vit": "my_vit", "resnet": "my_cnn"},
+#   settings)` runs one notebook's analyses, with controls, on any timm name or module.
 # * **Everything at once.** `vitlens reproduce --out out` runs every analysis and writes the
 #   figures (PNG and SVG) and `FINDINGS.md`.
 # * **Interactive charts.** The charts here are static SVG so that they display anywhere,

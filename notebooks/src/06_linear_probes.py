@@ -16,72 +16,108 @@
 # %% tags=["parameters"]
 # Parameters: the only cell you need to change.
 MODELS = "zoo"  # "zoo": bundled offline models; "pretrained": the paper's timm models (internet)
-PROBE_TRAIN = 500  # pool of labelled training images (10 per class are drawn per seed)
+IMAGES = None  # unused here: probes need labelled images (the synthetic validation/test splits)
+N_IMAGES = 512  # images of the other analyses (unused here)
+PROBE_TRAIN = 500  # pool of labelled training images (SHOTS per class are drawn per seed)
 PROBE_TEST = 1000  # labelled test images
 SHOTS = 10
-SEEDS = (0, 1, 2)
+SEEDS = tuple(range(10))  # one few-shot draw per seed; Fig 13's interval needs >= 10
 BATCH_SIZE = 128
 
+# %% [markdown]
+# ## One call runs the notebook's analyses
+#
+# `reproduce.run_group` runs this notebook's analyses (the same code as `vitlens reproduce`)
+# on the trained models and on random-init copies of them (seeds 0, 1, 2: the controls of
+# the table at the end), and returns the results, the figures and the findings. Probes need
+# labels: they use the synthetic validation split (the few-shot pool) and test split, which
+# the zoo never trained on.
+
 # %%
-import torch
+from vitlens import reproduce
 
-import vitlens
-from vitlens import findings, reproduce
-from vitlens.analyses import linear_probe
-
-torch.manual_seed(0)
 reproduce.static_charts()  # compact SVG charts: they display offline, anywhere
 
 M = reproduce.models(MODELS)
-# Probes need labels: the synthetic validation and test splits (never used for training).
-train, test = reproduce.probe_images(PROBE_TRAIN, PROBE_TEST)
-print(train, test)
+settings = reproduce.Settings(n_images=N_IMAGES, batch_size=BATCH_SIZE, folder=IMAGES,
+                              probe_train=PROBE_TRAIN, probe_test=PROBE_TEST, shots=SHOTS,
+                              seeds=SEEDS)
+g = reproduce.run_group("06_linear_probes", M, settings)
+for name, result in g.results.items():
+    print(f"{name}: {result!r}")
 
 # %% [markdown]
 # ## Fig 11: the CLS ViT and the GAP ViT
 #
 # `linear_probe` captures the features once, fits one probe per layer, aggregation and seed,
 # and scores them all in one pass over the test images. `"every"` probes each spatial token
-# separately (the accuracy shown is their average).
+# separately (the accuracy shown is their average). Each line is an aggregation, with a band
+# of ± one standard deviation over the few-shot draws; compare the lines at the top layer.
 
 # %%
-kw = dict(shots=SHOTS, seeds=SEEDS, batch_size=BATCH_SIZE, progress=False)
-probe_cls = linear_probe(M["vit"], train, None, test, None,
-                         aggregations=("cls", "mean", "every"), **kw)
-probe_gap = linear_probe(M["vit_gap"], train, None, test, None,
-                         aggregations=("mean", "every"), **kw)
-probe_cls.chart() | probe_gap.chart()
+g.charts["fig11_probes_vit_cls"] | g.charts["fig11_probes_vit_gap"]
 
 # %%
+probe_cls = g.results["probes_vit"]
 probe_cls.to_dataframe().pivot(index="layer", columns="aggregation", values="accuracy").round(3)
 
 # %% [markdown]
 # ## D.4: one probe per token
+#
+# One panel per layer, one cell per token position: bright cells are tokens from which the
+# class can be read. In a GAP model the top panels should be evenly bright.
 
 # %%
-probe_cls.map_chart(columns=6, size=70) & probe_gap.map_chart(columns=6, size=70)
+g.charts["figD4_token_probes_vit_cls"] & g.charts["figD4_token_probes_vit_gap"]
 
 # %% [markdown]
 # ## Fig 13: more pretraining data
 #
-# The same architecture trained on 3% of the data (timm: ImageNet-1k instead of 21k), probed
-# on the mean over tokens.
+# The same architecture with less training data (role `vit_small_data`; timm: ImageNet-1k
+# instead of 21k), probed on the mean over tokens, against the full model.
 
 # %%
-probe_small = linear_probe(M["vit_small_data"], train, None, test, None,
-                           aggregations=("mean",), **kw)
-reproduce.data_probe_chart({"100% data": probe_cls, "3% data": probe_small})
+print("full:", M["vit"], "| small data:", M["vit_small_data"])
+g.charts["fig13_probes_by_data"]
+
+# %% [markdown]
+# ## The same analyses on your own models
+#
+# `reproduce.run_group("06", {"vit": ..., "vit_gap": ..., "vit_small_data": ...}, settings)`
+# runs this notebook on other models. The calls it makes (`run_probes` in
+# `vitlens/reproduce/groups.py`) are:
+#
+# ```python
+# from vitlens.analyses import linear_probe
+#
+# train, test = vitlens.reproduce.probe_images(500, 1000)  # labelled (image, label) pairs
+# kw = dict(shots=10, seeds=range(10), batch_size=128, progress=False)
+# cls = linear_probe("vitlens/vit-cls", train, None, test, None,
+#                    aggregations=("cls", "mean", "every"), **kw)
+# gap = linear_probe("vitlens/vit-gap", train, None, test, None,
+#                    aggregations=("mean", "every"), **kw)
+# small = linear_probe("vitlens/vit-sup", train, None, test, None, aggregations=("mean",), **kw)
+# rows = vitlens.findings.linear_probes(cls, gap, small)
+# ```
 
 # %% [markdown]
 # ## Findings: does our figure show the paper's?
 #
 # Statistics chosen beforehand (`vitlens/findings/probes.py`), at the top layer unless noted:
 #
-# 1. CLS model: CLS accuracy minus single-token accuracy (≥ 0.10).
-# 2. GAP model: mean-pooled minus single-token accuracy (≤ 0.05: interchangeable tokens).
-# 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy (> 0).
-# 4. Fig 13: mean-pooled accuracy at the middle block, full-data minus small-data (≥ 0.05).
+# 1. CLS model: CLS accuracy minus single-token accuracy.
+# 2. GAP model: mean-pooled minus single-token accuracy (small: interchangeable tokens).
+# 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy.
+# 4. Fig 13: at the middle block, the lower end of the 95% interval over the probe seeds of
+#    the mean-pooled accuracy, full-data minus small-data model.
+#
+# **The control.** Each statistic is also computed on random-init copies of the same
+# architectures (seeds 0, 1, 2), with the same images and the same code. A row reads
+# *reproduced* only when the trained models pass the rule **and** beat every control by more
+# than the controls' spread (the *margin* column: trained value minus the most favourable
+# control, beside the spread it must exceed). It reads *inconclusive* when a control passes
+# the rule too, or the margin is within the spread: an untrained network earns it as well.
+# *Not reproduced* means the trained models fail the rule; the note says why we think so.
 
 # %%
-rows = findings.linear_probes(probe_cls, probe_gap, probe_small)
-findings.report(rows)
+g.table()
