@@ -82,7 +82,7 @@ def model_fingerprint(model: nn.Module) -> str:
 
     The weight hash is memoised per model object and recomputed only after a weight changes
     (in place, or by assigning ``.data``) or the structure changes, so repeated calls cost
-    about a millisecond (the structure is re-read each time).
+    a few milliseconds for a ViT-B/16 (the structure is re-read each time).
     """
     structure = structure_text(model)
     sig = (_weights_signature(model), structure)

@@ -294,7 +294,7 @@ def _restore(header: dict, members: dict[str, np.ndarray], key: str) -> Any | No
     arrays = {k[2:]: v for k, v in members.items() if k.startswith("a_")}
     obj = cls.__new__(cls)
     Result.__init__(obj, arrays, meta)
-    if "matrix" in arrays and "layers_a" in meta:  # a similarity matrix: axes must fit
+    if any(c.__name__ == "SimilarityResult" for c in cls.__mro__):  # its axes must fit
         if arrays["matrix"].shape != (len(meta["layers_a"]), len(meta["layers_b"])):
             return None
     return obj
