@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..figures import inline_data
-from ..results.base import Result
+from ..results.base import Result, chart_size
 
 _LABELS = {"cls": "CLS token", "token": "single token", "mean": "mean of tokens",
            "every": "every token (average)"}
@@ -150,15 +150,19 @@ class ProbeResult(Result):
         return alt.layer(band, line, chance).properties(
             width=width, height=height, title=title or f"Linear probes: {self.meta.get('model')}")
 
-    def map_chart(self, *, columns: int = 4, size: int = 100, scheme: str = "viridis"):
-        """Per-token probe accuracy over the grid, one panel per layer (Fig D.4)."""
+    def map_chart(self, *, columns: int = 4, width: int | None = None,
+                  height: int | None = None, scheme: str = "viridis", size: int | None = None):
+        """Per-token probe accuracy over the grid, one panel per layer (Fig D.4);
+        ``width``/``height`` are each panel's, 100 by default (``size=`` sets both)."""
         import altair as alt
+
+        width, height = chart_size(width, height, size, 100)
 
         df = self.token_map_dataframe()
         heat = alt.Chart(inline_data(df)).mark_rect().encode(
             x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None),
             color=alt.Color("accuracy:Q", scale=alt.Scale(scheme=scheme, domain=[0, 1])),
             tooltip=["layer:N", "row:O", "col:O", alt.Tooltip("accuracy:Q", format=".3f")],
-        ).properties(width=size, height=size)
+        ).properties(width=width, height=height)
         return heat.facet(facet=alt.Facet("layer:N", sort=self.layers), columns=columns,
                           ).properties(title=f"Per-token probe accuracy: {self.meta.get('model')}")

@@ -20,7 +20,7 @@ from ..errors import NotApplicableError
 from ..figures import inline_data
 from ..models.labels import model_label
 from ..models.layers import layer_catalog
-from ..results.base import Result
+from ..results.base import Result, chart_size
 from ..similarity import StackedCKA
 from ..similarity.run import ESTIMATOR, CKARun
 from ._run import images_and_count, load
@@ -143,7 +143,7 @@ def localization(model: str | nn.Module, images: Any, *, layer: str,
             "batch_size": batch_size, "estimator": ESTIMATOR,
             "images": getattr(src, "name", "images"),
             "input_size": [int(x[2]), int(x[3])]}
-    return LocalizationResult.from_maps(maps, pos, meta)
+    return LocalizationResult.build(maps, pos, meta)
 
 
 class LocalizationResult(Result):
@@ -161,12 +161,14 @@ class LocalizationResult(Result):
     array_names = ("maps", "positions")
 
     @classmethod
-    def from_maps(cls, maps: np.ndarray, positions: np.ndarray,
-                  meta: dict[str, Any]) -> LocalizationResult:
+    def build(cls, maps: np.ndarray, positions: np.ndarray,
+              meta: dict[str, Any]) -> LocalizationResult:
         obj = cls({"maps": np.asarray(maps, np.float64),
                    "positions": np.asarray(positions, np.int64)}, meta)
         obj.meta["summary"] = obj._summarise()
         return obj
+
+    from_maps = build  # the older name
 
     @property
     def maps(self) -> np.ndarray:
@@ -245,13 +247,18 @@ class LocalizationResult(Result):
         })
 
     def chart(self, *, positions: Iterable[tuple[int, int]] | None = None, columns: int = 3,
-              size: int = 110, scheme: str = "viridis"):
+              width: int | None = None, height: int | None = None, scheme: str = "viridis",
+              size: int | None = None):
         """Heatmaps over input patches for a few tokens (Fig 10), own patch outlined.
 
         Args:
             positions: Tokens to show; by default up to 9 spread over the grid.
+            columns: Panels per row.
+            width, height: Each panel's, 110 by default (``size=`` sets both).
         """
         import altair as alt
+
+        width, height = chart_size(width, height, size, 110)
 
         df = self.to_dataframe()
         if positions is None:
@@ -279,7 +286,7 @@ class LocalizationResult(Result):
                      alt.Tooltip("cka:Q", format=".3f")])
         own = base.transform_filter(alt.datum.own).mark_rect(
             fill=None, stroke="red", strokeWidth=2)
-        return alt.layer(heat, own).properties(width=size, height=size).facet(
+        return alt.layer(heat, own).properties(width=width, height=height).facet(
             facet=alt.Facet("token:N", sort=order, title=None), columns=columns,
         ).properties(title=title)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..models.labels import model_label
-from ..results.base import Result
+from ..results.base import Result, chart_size
 from ..results.similarity import SimilarityResult
 from ..similarity.run import joint_cka
 
@@ -52,7 +52,7 @@ def mixer_comparison(mixer: str | nn.Module, vit: str | nn.Module, resnet: str |
     parts = {"within": sims[("mixer", "mixer")], "vs_vit": sims[("mixer", "vit")],
              "vs_resnet": sims[("mixer", "resnet")]}
     labels = {k: model_label(m) for k, m in models.items()}
-    return MixerComparisonResult.from_parts(parts, labels)
+    return MixerComparisonResult.build(parts, labels)
 
 
 class MixerComparisonResult(Result):
@@ -66,8 +66,8 @@ class MixerComparisonResult(Result):
     array_names = _PARTS
 
     @classmethod
-    def from_parts(cls, parts: dict[str, SimilarityResult],
-                   labels: dict[str, str]) -> MixerComparisonResult:
+    def build(cls, parts: dict[str, SimilarityResult],
+              labels: dict[str, str]) -> MixerComparisonResult:
         arrays = {k: parts[k].matrix for k in _PARTS}
         meta = {"labels": labels,
                 "layers": {"mixer": parts["within"].layers_a, "vit": parts["vs_vit"].layers_b,
@@ -81,6 +81,8 @@ class MixerComparisonResult(Result):
         meta["summary"] = summary
         arrays["best_match"] = np.stack([best["vit"], best["resnet"]])  # (2, L_mixer)
         return cls(arrays, meta)
+
+    from_parts = build  # the older name
 
     def _part(self, key: str, other: str) -> SimilarityResult:
         layers = self.meta["layers"]
@@ -119,15 +121,19 @@ class MixerComparisonResult(Result):
             frames.append(part.to_dataframe().assign(comparison=key))
         return pd.concat(frames, ignore_index=True)
 
-    def chart(self, *, size: int = 220, scheme: str = "magma"):
-        """Three heatmaps side by side (App. H), summary in the title."""
+    def chart(self, *, width: int | None = None, height: int | None = None,
+              scheme: str = "magma", size: int | None = None):
+        """Three heatmaps side by side (App. H), summary in the title (``width``/``height``:
+        each heatmap's, 220 by default)."""
         import altair as alt
 
+        width, height = chart_size(width, height, size, 220)
+
         lab, s = self.meta["labels"], self.summary
-        charts = [self.within.chart(size=size, scheme=scheme, title=f"{lab['mixer']} (within)"),
-                  self.vs_vit.chart(size=size, scheme=scheme,
+        charts = [self.within.chart(width=width, height=height, scheme=scheme, title=f"{lab['mixer']} (within)"),
+                  self.vs_vit.chart(width=width, height=height, scheme=scheme,
                                     title=f"vs {lab['vit']}: best match {s['best_match_vit']:.2f}"),
-                  self.vs_resnet.chart(size=size, scheme=scheme,
+                  self.vs_resnet.chart(width=width, height=height, scheme=scheme,
                                        title=f"vs {lab['resnet']}: best match "
                                              f"{s['best_match_resnet']:.2f}")]
         return alt.hconcat(*charts).resolve_scale(color="shared").properties(

@@ -32,7 +32,7 @@ from ..capture import Capture
 from ..capture.residual import canonical, residual_catalog
 from ..figures import inline_data
 from ..models.catalog import BLOCK_KINDS, LayerCatalog, LayerPoint
-from ..results.base import Result
+from ..results.base import Result, chart_size
 from ._run import SumState, check_same, frozen_parameters, image_run, weighted_merge
 
 WHERE = ("after", "before", "both")
@@ -126,10 +126,14 @@ class ERFResult(Result):
             "erf": maps.ravel(), "normalized": norm.ravel()})
 
     def chart(self, *, layers: Iterable[str] | None = None, max_side: int = 64,
-              size: int = 110, title: str | None = None):
+              width: int | None = None, height: int | None = None, title: str | None = None,
+              size: int | None = None):
         """Fig 6-style grid of heatmaps, one per layer (columns) and where (rows), each
-        normalised by its own maximum; maps larger than ``max_side`` are average-pooled."""
+        normalised by its own maximum; maps larger than ``max_side`` are average-pooled
+        (``width``/``height``: each panel's, 110 by default; ``size=`` sets both)."""
         import altair as alt
+
+        width, height = chart_size(width, height, size, 110)
 
         df = self.to_dataframe(max_side=max_side)
         order = list(dict.fromkeys(self.layers))
@@ -142,7 +146,7 @@ class ERFResult(Result):
                             scale=alt.Scale(scheme="greys", reverse=True, domain=[0, 1])),
             tooltip=["layer:N", "where:N", "row:O", "col:O",
                      alt.Tooltip("erf:Q", format=".3g")],
-        ).properties(width=size, height=size).facet(
+        ).properties(width=width, height=height).facet(
             column=alt.Column("layer:N", sort=order, title=None),
             row=alt.Row("where:N", sort=["after", "before"], title=None),
         ).properties(title=title or f"Effective receptive fields: {self.meta.get('model')}")

@@ -159,11 +159,12 @@ class SkipStructureResult(SimilarityResult):
                 f"split before {self.meta['split_layer']!r}, contrast {self.contrast:.3f}, "
                 f"skips removed in block {self.meta.get('noskip_block')})")
 
-    def chart(self, *, title: str | None = None, size: int = 360, scheme: str = "magma"):
+    def chart(self, *, title: str | None = None, width: int | None = None,
+              height: int | None = None, scheme: str = "magma", size: int | None = None):
         """The heatmap (Fig 8) with the split marked by white lines."""
         import altair as alt
 
-        heat = super().chart(title=title, size=size, scheme=scheme)
+        heat = super().chart(title=title, width=width, height=height, scheme=scheme, size=size)
         at = self.meta["split_layer"]
         lines = alt.Chart({"values": [{"layer_a": at, "layer_b": at}]})
         # the same fields, sorts and explicit domains as the heatmap keep network order

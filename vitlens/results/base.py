@@ -109,6 +109,16 @@ class Result:
             return {"text/plain": repr(self)}
 
 
+def chart_size(width: int | None, height: int | None, size: int | None, default: int,
+               default_height: int | None = None) -> tuple[int, int]:
+    """``(width, height)`` of a chart (or a facet's panel) from the convention's ``width=`` and
+    ``height=``; ``size=`` (the older spelling) sets both."""
+    w = width if width is not None else size if size is not None else default
+    dh = default_height if default_height is not None else w
+    h = height if height is not None else size if size is not None else dh
+    return int(w), int(h)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

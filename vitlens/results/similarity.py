@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..figures import inline_data
-from .base import Result
+from .base import Result, chart_size
 
 
 class SimilarityResult(Result):
@@ -84,11 +84,18 @@ class SimilarityResult(Result):
             df["std"] = self.std.ravel()
         return df
 
-    def chart(self, *, title: str | None = None, size: int = 360, scheme: str = "magma"):
+    def chart(self, *, title: str | None = None, width: int | None = None,
+              height: int | None = None, scheme: str = "magma", size: int | None = None):
         """An Altair heatmap with layer names on the axes and a value tooltip.
 
         Rows (model A) run bottom to top, as in the paper's figures.
+
+        Args:
+            title: The chart's title (default: the two models).
+            width, height: In pixels (default 360 each; ``size=`` sets both).
+            scheme: A Vega colour scheme.
         """
+        width, height = chart_size(width, height, size, 360)
         import altair as alt
 
         df = self.to_dataframe()
@@ -105,5 +112,5 @@ class SimilarityResult(Result):
                     axis=axis),
             color=alt.Color("cka:Q", title="CKA", scale=alt.Scale(scheme=scheme)),
             tooltip=tooltip,
-        ).properties(width=size, height=size, title=title or f"CKA: {a} vs {b}")
+        ).properties(width=width, height=height, title=title or f"CKA: {a} vs {b}")
         return chart
