@@ -174,7 +174,8 @@ def test_two_gloo_ranks_equal_one_process(tmp_path):
         assert rec["input_sum_after"] == r + 1  # the input state is not modified
         assert rec["t"] == 3.0 and rec["broadcast"] == "from 0"
     # rank 0 alone stored the result; no checkpoint is left behind
-    stored = sorted(p.name for p in (tmp_path / "cache" / "cka").iterdir())
+    stored = sorted(p.name for p in (tmp_path / "cache" / "cka").iterdir()
+                    if p.name != "CACHEDIR.TAG")  # vitlens's tag marks the folder as its own
     assert len(stored) == 1 and stored[0].endswith(".npz")
 
     threads = torch.get_num_threads()
