@@ -98,3 +98,91 @@ def test_random_init_and_module_passthrough():
     model = vitlens.load_model("resnet18", pretrained=False, num_classes=3)
     assert not model.training
     assert vitlens.load_model(model) is model
+
+
+# ----------------------------------------------------------------------------------------------
+# Offline or unreachable hub: fail at once, without timm's download and retry path
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_download(monkeypatch, tmp_path):
+    """Empty Hugging Face and torch hub caches; any download or connection fails the test."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+    from timm.models import _builder, _hub
+
+    calls: list[str] = []
+
+    def forbid(what):
+        def _called(*args, **kwargs):
+            calls.append(what)
+            pytest.fail(f"{what} was called: the download / retry path was taken")
+        return _called
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    for mod, attr in ((_builder, "load_state_dict_from_hf"), (_builder, "load_state_dict_from_url"),
+                      (_builder, "download_cached_file"), (_hub, "hf_hub_download"),
+                      (huggingface_hub, "hf_hub_download")):
+        monkeypatch.setattr(mod, attr, forbid(f"{mod.__name__}.{attr}"))
+    monkeypatch.setattr(socket, "create_connection", forbid("socket.create_connection"))
+    for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["resnet18.a1_in1k", "vit_tiny_patch16_224.augreg_in21k"])
+def test_hf_hub_offline_fails_fast_without_download_or_retries(name, no_download, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(vitlens.WeightsUnavailableError,
+                       match=r"HF_HUB_OFFLINE is set and no local copy.*weights="):
+        vitlens.load_model(name)
+    assert no_download == []
+
+
+def test_unreachable_hub_fails_fast_after_one_short_probe(no_download, monkeypatch):
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    probes = []
+
+    def refuse(address, timeout=None, *args, **kwargs):
+        probes.append((address, timeout))
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    with pytest.raises(vitlens.WeightsUnavailableError,
+                       match=r"https://huggingface.co cannot be reached.*weights="):
+        vitlens.load_model("resnet18.a1_in1k")
+    assert probes == [(("huggingface.co", 443), 3.0)]
+    assert no_download == []
+
+
+def test_cached_hub_weights_still_load_offline(no_download, monkeypatch, tmp_path):
+    """A local copy in the Hugging Face cache is used: the fast path never blocks it."""
+    from huggingface_hub import constants, file_download
+    from timm.models import _builder, _hub
+    from timm.models._hub import load_state_dict_from_hf as real_from_hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # the real loaders back for this test (offline, they read the cache); sockets stay banned
+    monkeypatch.setattr(_hub, "hf_hub_download", file_download.hf_hub_download)
+    monkeypatch.setattr(_builder, "load_state_dict_from_hf", real_from_hf)
+    ref = timm.create_model("resnet18", pretrained=False)
+    snap = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (snap / "refs").mkdir(parents=True)
+    (snap / "refs" / "main").write_text("0" * 40)
+    (snap / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    save_file(ref.state_dict(), str(snap / "snapshots" / ("0" * 40) / "model.safetensors"))
+    model = vitlens.load_model("resnet18.a1_in1k")
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(_outputs(model, x), _outputs(ref.eval(), x))
+    assert no_download == []

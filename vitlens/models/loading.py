@@ -114,20 +114,115 @@ def _load(name: str, *, pretrained: bool, weights: str | os.PathLike | None,
         return model.eval()
     if not pretrained:
         return timm.create_model(name, pretrained=False, **timm_kwargs).eval()
+    if not ({"pretrained_cfg", "pretrained_cfg_overlay"} & timm_kwargs.keys()):
+        reason = _why_no_download(name)
+        if reason is not None:  # fail now, not after a minute of the hub client's retries
+            raise WeightsUnavailableError(_unavailable_message(name, reason))
     try:
         model = timm.create_model(name, pretrained=True, **timm_kwargs)
     except Exception as err:
         if not _looks_like_hub_failure(err):
             raise
-        msg = (
-            f"pretrained weights for {name!r} could not be downloaded ({type(err).__name__}: "
-            f"{err}). Offline? Download the weights file on a machine with internet (for "
-            f"example with huggingface_hub) and pass it: vitlens.load_model({name!r}, "
-            "weights='/path/to/model.safetensors'); or use the offline zoo, "
-            "vitlens.load_model('vitlens/vit-cls')."
-        )
-        raise WeightsUnavailableError(msg) from err
+        reason = f"they could not be downloaded ({type(err).__name__}: {err})"
+        raise WeightsUnavailableError(_unavailable_message(name, reason)) from err
     return model.eval()
+
+
+def _unavailable_message(name: str, reason: str) -> str:
+    return (
+        f"pretrained weights for {name!r} are not available: {reason}. Download the weights "
+        "file on a machine with internet (for example with huggingface_hub) and pass it: "
+        f"vitlens.load_model({name!r}, weights='/path/to/model.safetensors'); or use the "
+        "offline zoo, vitlens.load_model('vitlens/vit-cls')."
+    )
+
+
+_PROBE_TIMEOUT_S = 3.0
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub reads it, now or at import."""
+    if any(os.environ.get(v, "").strip().lower() in _TRUE
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - timm requires huggingface_hub
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _reachable(url: str) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within a few seconds.
+
+    The connection (name lookup included) runs in a daemon thread, so a hanging DNS lookup
+    costs at most ``_PROBE_TIMEOUT_S``. Behind a proxy a direct connection proves nothing,
+    so the hub counts as reachable and the download is left to try.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                       "http_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    parts = urlsplit(url)
+    if not parts.hostname:
+        return True
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    ok: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=_PROBE_TIMEOUT_S).close()
+            ok.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(_PROBE_TIMEOUT_S + 0.5)
+    return bool(ok)
+
+
+def _why_no_download(name: str) -> str | None:
+    """Why the pretrained weights of ``name`` can't come, or None to let timm load them.
+
+    None whenever a local copy exists (the Hugging Face or torch hub cache), the source is
+    not a download, or anything about timm's config is unexpected: this check only saves
+    time, it never blocks a load timm could do.
+    """
+    try:
+        from timm.models._builder import _resolve_pretrained_source
+        from timm.models._registry import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(name)
+        if cfg is None:
+            return None
+        source, loc = _resolve_pretrained_source(cfg.to_dict())
+        if source == "hf-hub":
+            from huggingface_hub import constants
+
+            repo = (loc[0] if isinstance(loc, tuple | list) else loc).split("@", 1)[0]
+            snapshots = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+            if any((snapshots / "snapshots").glob("*/*")):
+                return None
+            url = constants.ENDPOINT
+            where = f"the Hugging Face hub ({repo})"
+        elif source == "url":
+            if (Path(torch.hub.get_dir()) / "checkpoints" / Path(str(loc)).name).is_file():
+                return None
+            url, where = str(loc), str(loc)
+        else:
+            return None
+    except Exception:  # noqa: BLE001 - private timm API changed: let timm try
+        return None
+    if _hub_offline():
+        return f"HF_HUB_OFFLINE is set and no local copy is cached (source: {where})"
+    if not _reachable(url):
+        return f"{url} cannot be reached and no local copy is cached (source: {where})"
+    return None
 
 
 def load_weights_into(model: nn.Module, weights: str | os.PathLike) -> nn.Module:
