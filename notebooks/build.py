@@ -77,8 +77,11 @@ def execute_one(src: Path, out: Path) -> None:
 
     nb = parse(src)
     start = time.perf_counter()
+    # The widgets' state is saved into the notebook, so a reader with no kernel (JupyterLab
+    # before a kernel starts, nbviewer) sees each widget drawn; GitHub shows the image/png
+    # picture every vitlens widget puts in its output beside the widget view.
     NotebookClient(nb, timeout=900, kernel_name="python3", record_timing=False,
-                   store_widget_state=False,
+                   store_widget_state=True,
                    resources={"metadata": {"path": str(HERE)}}).execute()
     seconds = time.perf_counter() - start
     nbformat.write(nb, out)

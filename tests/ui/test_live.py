@@ -131,7 +131,8 @@ def test_1_details_are_cleared_after_a_new_run(s):
     assert cols and all(c.startswith("blocks.") for c in cols)  # the mixer's layers
     assert k.eval("sim.heatmap.selected") is None
     details.get_by_text("Click a cell").wait_for(timeout=10_000)  # not the ResNet pair
-    assert "layer" not in details.inner_text() and f"{old:.4f}" not in details.inner_text()
+    text = details.inner_text()
+    assert not re.search(r"layer\d", text) and f"{old:.4f}" not in text  # no ResNet unit
 
     hm.locator("canvas.vl-overlay").click(position=cell_xy(hm, 4, 2))
     details.get_by_text("closest to").first.wait_for(timeout=10_000)
@@ -186,14 +187,16 @@ def test_3_a_slider_move_recomputes_without_run(s):
     assert k.eval("sim.result.meta['n_images']") == 32 and not k.eval("sim.running")
 
     # A change while a run is in flight cancels it (superseded), and the newest wins.
+    # (A longer run first, 10 batches, so that one is surely in flight.)
     before = k.eval("sim._runs.superseded")
+    k.run("sim.n_images.value = 160")
+    status(page, ".t-sim").get_by_text(re.compile(r"batch \d+/10")).wait_for(timeout=60_000)
     tokens = control(page, ".t-sim", "Tokens").locator("select")
     tokens.select_option("mean")
-    status(page, ".t-sim").get_by_text(re.compile(r"batch \d/\d")).wait_for(timeout=30_000)
-    tokens.select_option("cls")
-    status(page, ".t-sim").get_by_text("done: 32 images").wait_for(timeout=60_000)
+    status(page, ".t-sim").get_by_text("done: 160 images").wait_for(timeout=120_000)
     assert k.eval("sim._runs.superseded") == before + 1
-    assert k.eval("sim.result.meta['token_mode']") == "cls"
+    assert k.eval("sim.result.meta['token_mode']") == "mean"
+    assert k.eval("len([key for key in sim.cache._data if key[2:4] == ('synthetic', 160)])") == 1
 
     # The auto switch off: changes wait for Run.
     control_box = page.locator(".t-sim .vitlens-auto input[type=checkbox]")
@@ -202,10 +205,10 @@ def test_3_a_slider_move_recomputes_without_run(s):
     tokens.select_option("flatten")
     status(page, ".t-sim").get_by_text("press Run").wait_for(timeout=10_000)
     time.sleep(1.0)
-    assert not k.eval("sim.running") and k.eval("sim.result.meta['token_mode']") == "cls"
+    assert not k.eval("sim.running") and k.eval("sim.result.meta['token_mode']") == "mean"
     page.locator(".t-sim button", has_text="Run").click()
-    status(page, ".t-sim").get_by_text(re.compile("done: 32 images|from cache")).wait_for(
-        timeout=60_000)
+    status(page, ".t-sim").get_by_text(re.compile("done: 160 images|from cache")).wait_for(
+        timeout=120_000)
     assert k.eval("sim.result.meta['token_mode']") == "flatten"
     control_box.check()
     s.timings.update({"control_change_to_first_partial_ms": first_ms,
@@ -226,7 +229,7 @@ def test_5_views_are_empty_after_an_error(s):
     page.wait_for_function("(el) => el.dataset.empty === '1'", arg=att.element_handle(),
                            timeout=10_000)
     frac, n_colours = drawn_fraction(shot(s, base, "5_attention_after_error"))
-    assert frac < 0.05 and n_colours < 8, (frac, n_colours)  # no ViT map left beneath
+    assert frac < 0.05, (frac, n_colours)  # grey with a note: no ViT map left beneath
     assert not page.locator(".t-att .vega-embed").first.is_visible()
     assert k.eval("att.attention.empty and att.rollout.empty and att.data is None")
     shot(s, page.locator(".t-att"), "5_attention_explorer_error")

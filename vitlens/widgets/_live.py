@@ -22,7 +22,7 @@ from typing import Any
 _LIVE: weakref.WeakSet[BackgroundRuns] = weakref.WeakSet()
 
 #: Seconds an explorer waits after the last control change before it recomputes.
-DEBOUNCE_S = 0.35
+DEBOUNCE_S = 0.2
 
 
 class BackgroundRuns:
@@ -40,6 +40,7 @@ class BackgroundRuns:
         self._thread: threading.Thread | None = None
         self._timer: threading.Timer | None = None
         self._cancel = threading.Event()
+        self._owned: threading.Event | None = None  # the cancel event of the newest thread
         self.superseded = 0  # runs stopped because a newer one started
         _LIVE.add(self)
 
@@ -48,11 +49,10 @@ class BackgroundRuns:
         """Stop the run in flight and start ``target(cancel, *args)`` once it has ended."""
         with self.lock:
             self._stop_timer()
-            if self.running and not self._cancel.is_set():
-                self.superseded += 1
+            self._count_superseded()
             self._cancel.set()
             prev, cancel = self._thread, threading.Event()
-            self._cancel = cancel
+            self._cancel = self._owned = cancel
 
             def body() -> None:
                 if prev is not None:
@@ -85,10 +85,13 @@ class BackgroundRuns:
         """
         with self.lock:
             self._stop_timer()
-            if self.running and not self._cancel.is_set():
-                self.superseded += 1
+            self._count_superseded()
             self._cancel.set()
             self._cancel = threading.Event()
+
+    def _count_superseded(self) -> None:
+        if self.running and self._cancel is self._owned and not self._cancel.is_set():
+            self.superseded += 1
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

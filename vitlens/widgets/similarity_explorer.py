@@ -178,6 +178,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         if self._key(self.settings()) in self.cache:
             self.run()
         elif self.auto.value:
+            self._runs.supersede()  # the run in flight is for old settings: stop it now
             self._set_status("changed: recomputing…")
             self._runs.later(self.run)
         else:
