@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import vitlens
 from vitlens.cli import main
@@ -43,3 +44,66 @@ def test_module_entry_point_runs():
     out = subprocess.run([sys.executable, "-m", "vitlens", "--help"], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and "cka" in out.stdout and "reproduce" in out.stdout
+
+
+def _forbid_run(monkeypatch):
+    import vitlens.api
+
+    def _no(*args, **kwargs):
+        raise AssertionError("the CKA run started although the command line was unusable")
+
+    monkeypatch.setattr(vitlens.api, "cka", _no)
+
+
+def test_out_pointing_at_a_file_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    _forbid_run(monkeypatch)
+    user_file = tmp_path / "notes.txt"
+    user_file.write_text("my notes")
+    for out in (user_file, user_file / "sub"):
+        code = main(["cka", "--model-a", "resnet18", "--random-init", "--images", "samples",
+                     "--out", str(out), "--no-progress"])
+        assert code == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "notes.txt" in err
+        assert "not a folder" in err or "is a file" in err
+    assert user_file.read_text() == "my notes"
+    code = main(["reproduce", "--out", str(user_file), "--quick", "--no-progress"])
+    assert code == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_device_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import torch
+
+    _forbid_run(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    code = main(["cka", "--model-a", "resnet18", "--random-init", "--images", "samples",
+                 "--out", str(tmp_path / "o"), "--device", "cuda", "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "no CUDA GPU is available" in err and "--device cpu" in err
+    code = main(["cka", "--model-a", "resnet18", "--random-init", "--images", "samples",
+                 "--out", str(tmp_path / "o"), "--device", "gpu0", "--no-progress"])
+    assert code == 2 and "not a torch device" in capsys.readouterr().err
+
+
+def test_offline_pretrained_name_names_the_weights_flag(tmp_path, capsys, monkeypatch):
+    import socket
+
+    import huggingface_hub.constants
+    import torch
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: pytest.fail("network"))
+    _forbid_run(monkeypatch)
+    code = main(["cka", "--model-a", "resnet18.a1_in1k", "--images", "samples",
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--weights-a /path/to/model.safetensors" in err and "HF_HUB_OFFLINE" in err
+    code = main(["cka", "--model-a", "vitlens/resnet", "--model-b", "resnet18.a1_in1k",
+                 "--images", "samples", "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 2
+    assert "--weights-b /path/to/model.safetensors" in capsys.readouterr().err

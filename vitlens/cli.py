@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,14 +52,67 @@ def _add_cka(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run_cka)
 
 
-def _load(name: str, weights: str | None, random_init: bool, seed: int = 0):
+def _load(name: str, weights: str | None, random_init: bool, seed: int = 0,
+          flag: str = "--weights-a"):
     import torch
 
+    from .errors import WeightsUnavailableError
     from .models import load_model
 
     if random_init and weights is None:
         torch.manual_seed(seed)  # every rank (and every run) builds the same weights
-    return load_model(name, pretrained=not random_init, weights=weights)
+    try:
+        return load_model(name, pretrained=not random_init, weights=weights)
+    except WeightsUnavailableError as err:
+        msg = (f"{err} On the command line, pass the downloaded file with {flag} "
+               "/path/to/model.safetensors, or use --random-init, or a vitlens/<zoo name> "
+               "model.")
+        raise WeightsUnavailableError(msg) from err
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an ``--out`` that can't be a folder, before any work is done."""
+    if out.exists() and not out.is_dir():
+        msg = (f"--out {str(out)!r} is an existing file, not a folder; pass a folder (it is "
+               "created if missing), e.g. --out results/")
+        raise ValueError(msg)
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                msg = f"--out {str(out)!r} cannot be created: {str(parent)!r} is a file"
+                raise ValueError(msg)
+            break
+    target = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not os.access(target, os.W_OK | os.X_OK):
+        msg = f"--out {str(out)!r} is not writable ({str(target)!r} denies writing); pick another folder"
+        raise ValueError(msg)
+
+
+def _check_device(device: str | None) -> None:
+    """Refuse a ``--device`` this machine does not have, before any work is done."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as err:
+        msg = f"--device {device!r} is not a torch device ({err}); use cpu, cuda, cuda:N or mps"
+        raise ValueError(msg) from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            msg = (f"--device {device!r}: no CUDA GPU is available here "
+                   "(torch.cuda.is_available() is False); use --device cpu, or leave "
+                   "--device out to pick the best device there is")
+            raise ValueError(msg)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            msg = (f"--device {device!r}: this machine has {count} CUDA device(s), "
+                   f"cuda:0 to cuda:{count - 1}")
+            raise ValueError(msg)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        msg = f"--device {device!r}: Apple MPS is not available here; use --device cpu"
+        raise ValueError(msg)
 
 
 def _run_cka(args: argparse.Namespace) -> int:
@@ -67,11 +121,14 @@ def _run_cka(args: argparse.Namespace) -> int:
     from .datasets import samples
     from .figures import save_chart
 
+    _check_out(args.out)
+    _check_device(args.device)
     images = samples(args.samples) if args.images == "samples" else args.images
     model_a = _load(args.model_a, args.weights_a, args.random_init, args.seed)
     model_b = None
     if args.model_b is not None and args.model_b != args.model_a:
-        model_b = _load(args.model_b, args.weights_b, args.random_init, args.seed + 1)
+        model_b = _load(args.model_b, args.weights_b, args.random_init, args.seed + 1,
+                        flag="--weights-b")
     result = cka(model_a, images, model_b, layers_a=_layers(args.layers_a),
                  layers_b=_layers(args.layers_b), token_mode=args.token_mode,
                  batch_size=args.batch_size, device=args.device,
@@ -97,6 +154,7 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 def _run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
+    _check_out(args.out)
     reproduce(args.out, quick=args.quick, progress=not args.no_progress)
     return 0
 
