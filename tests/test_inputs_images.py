@@ -145,3 +145,21 @@ def test_truncated_file_is_named(tmp_path):
 def test_empty_images_are_refused():
     with pytest.raises(ImageError, match="no pixels"):
         to_pil(np.zeros((0, 5, 3), dtype=np.uint8))
+
+
+def test_a_uint8_image_tensor_is_raw_images_not_model_input():
+    rng = np.random.default_rng(4)
+    hwc = rng.integers(0, 256, (5, 10, 12, 3)).astype(np.uint8)
+    chw = torch.from_numpy(hwc).permute(0, 3, 1, 2).contiguous()
+    src = as_images(chw)  # main: used as a preprocessed input, 0..255 as is
+    assert not getattr(src, "preprocessed", False)
+    assert all(np.array_equal(np.asarray(src[i]), hwc[i]) for i in range(5))
+    assert src.fingerprint() == as_images(list(hwc)).fingerprint()
+    assert getattr(as_images(chw.float() / 255), "preprocessed", False)  # floats: as is
+
+
+def test_a_preprocessed_tensor_must_be_float():
+    from vitlens.datasets import TensorImages
+
+    with pytest.raises(ImageError, match=r"floating point; got torch.int64.*raw images"):
+        TensorImages(torch.zeros(2, 3, 4, 4, dtype=torch.int64))

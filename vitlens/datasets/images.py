@@ -159,6 +159,11 @@ class TensorImages(ImageSource):
         if tensor.dim() != 4:
             msg = f"a tensor of images must be (n, C, H, W); got shape {tuple(tensor.shape)}"
             raise ImageError(msg)
+        if not tensor.dtype.is_floating_point:
+            msg = (f"an already preprocessed tensor must be floating point; got {tensor.dtype} "
+                   f"of shape {tuple(tensor.shape)}. A uint8 tensor holds raw images: pass it "
+                   "to as_images (or vitlens.cka) as is, and each model preprocesses it")
+            raise ImageError(msg)
         self.tensor = tensor
         self.name = name
 
@@ -178,7 +183,9 @@ def as_images(images: Any) -> ImageSource:
     Accepts a folder path, ``"samples"`` (the scikit-image and scikit-learn photos), a list
     of PIL images or arrays, an (n, H, W, C) uint8 array, a torch Dataset, a torch
     DataLoader (see :class:`~vitlens.datasets.loaders.LoaderImages`), an already
-    preprocessed (n, C, H, W) float tensor, or an ImageSource.
+    preprocessed (n, C, H, W) float tensor (models see it as is), an (n, C, H, W) or
+    (n, H, W, C) uint8 tensor of raw images (each model preprocesses them), or an
+    ImageSource.
     """
     if isinstance(images, ImageSource):
         return images
@@ -189,6 +196,9 @@ def as_images(images: Any) -> ImageSource:
     if isinstance(images, str | os.PathLike):
         return FolderImages(images)
     if isinstance(images, torch.Tensor):
+        if images.dim() == 4 and images.dtype in (torch.uint8, torch.bool):
+            # uint8 pixels are raw images, never model inputs: each model preprocesses them
+            return ListImages(list(images), name="uint8 tensor")
         return TensorImages(images)
     if isinstance(images, np.ndarray):
         if images.ndim != 4:
