@@ -204,8 +204,10 @@ def test_findings_table_has_the_expected_rows(quick_run):
         assert len(r["control"]) == len(CONTROL_SEEDS)  # every row carries its control
     assert got == EXPECTED_ROWS
     md = (quick_run / "FINDINGS.md").read_text()
-    n_ok = sum(r["verdict"] == "reproduced" for r in rows)
-    assert f"**{n_ok} of {len(rows)} findings reproduced.**" in md
+    n = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    assert (f"**{n['reproduced']} of {len(rows)} findings reproduced beyond their control; "
+            f"{n['inconclusive']} inconclusive; {n['not reproduced']} not reproduced.**"
+            ) in " ".join(md.split())
     for nb in EXPECTED_ROWS:
         assert f"`notebooks/{nb}.ipynb`" in md
     assert md.count("| figure | paper finding |") == len(EXPECTED_ROWS)
