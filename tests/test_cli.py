@@ -107,3 +107,22 @@ def test_offline_pretrained_name_names_the_weights_flag(tmp_path, capsys, monkey
                  "--images", "samples", "--out", str(tmp_path / "o"), "--no-progress"])
     assert code == 2
     assert "--weights-b /path/to/model.safetensors" in capsys.readouterr().err
+
+
+def test_a_missing_image_folder_fails_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    import vitlens.models
+
+    monkeypatch.setattr(vitlens.models, "load_model",
+                        lambda *a, **k: pytest.fail("a model was loaded before the images"))
+    code = main(["cka", "--model-a", "resnet18", "--random-init",
+                 "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")])
+    assert code == 2 and "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--batch-size", "--n-images", "--samples"])
+def test_counts_must_be_positive(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["cka", "--model-a", "resnet18", "--random-init", "--images", "samples",
+              "--out", str(tmp_path), flag, "0"])
+    assert exc.value.code == 2
+    assert f"{flag}: must be a whole number >= 1, got '0'" in capsys.readouterr().err

@@ -18,6 +18,17 @@ def _layers(value: str | None) -> str | list[str] | None:
     return parts[0] if len(parts) == 1 else parts
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"must be a whole number >= 1, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return n
+
+
 def _add_cka(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cka", help="minibatch CKA between the layers of one or two models",
                        description="Compute minibatch CKA and write the result file plus PNG "
@@ -30,9 +41,10 @@ def _add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers-b", default=None, help="as --layers-a, for model B")
     p.add_argument("--token-mode", default="flatten",
                    choices=["flatten", "cls", "mean", "tokens", "spatial"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--n-images", type=int, default=None, help="use only the first N images")
-    p.add_argument("--samples", type=int, default=64,
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--n-images", type=_positive_int, default=None,
+                   help="use only the first N images")
+    p.add_argument("--samples", type=_positive_int, default=64,
                    help="with --images samples: how many (photos, then random crops)")
     p.add_argument("--random-init", action="store_true",
                    help="timm models with random weights (no download)")
@@ -118,12 +130,13 @@ def _check_device(device: str | None) -> None:
 def _run_cka(args: argparse.Namespace) -> int:
     from . import distributed
     from .api import cka
-    from .datasets import samples
+    from .datasets import FolderImages, samples
     from .figures import save_chart
 
     _check_out(args.out)
     _check_device(args.device)
-    images = samples(args.samples) if args.images == "samples" else args.images
+    # a missing or empty folder fails here, before any model is loaded
+    images = samples(args.samples) if args.images == "samples" else FolderImages(args.images)
     model_a = _load(args.model_a, args.weights_a, args.random_init, args.seed)
     model_b = None
     if args.model_b is not None and args.model_b != args.model_a:
