@@ -11,7 +11,9 @@ reads ends as one. The rules, the same for files, PIL images, arrays and tensors
 * 16-bit data (``uint16`` arrays, PIL modes ``I;16*``, so 16-bit PNG and TIFF files) are
   scaled by the range of the type, ``round(v * 255 / 65535)``, whatever bits the camera
   filled: a 12-bit image stored as 16-bit (values 0..4095) looks dark, as in any viewer.
-  Scale it yourself first if you want it stretched, e.g. ``arr / 4095``.
+  Scale it yourself first if you want it stretched, e.g. ``arr / 4095``. 16-bit *colour*
+  files (RGB PNG, TIFF) are reduced to 8 bits by Pillow itself as it reads them, to within
+  one level of the same scale.
 * PIL mode ``I`` (32-bit integers, the mode older Pillow gives 16-bit PNGs) is read as
   16-bit when its values lie in 0..65535, and refused otherwise.
 * Floats (arrays, tensors and PIL mode ``F``, e.g. float TIFFs) in [0, 1] are scaled by
