@@ -163,3 +163,12 @@ def test_a_preprocessed_tensor_must_be_float():
 
     with pytest.raises(ImageError, match=r"floating point; got torch.int64.*raw images"):
         TensorImages(torch.zeros(2, 3, 4, 4, dtype=torch.int64))
+
+
+def test_16_bit_colour_tiff_is_within_one_level_of_the_65535_scale(tmp_path):
+    # a guard: Pillow reduces 16-bit RGB itself; vitlens must keep that scale, not clip
+    import tifffile  # a dependency of scikit-image, which vitlens requires
+    v = np.random.default_rng(5).integers(0, 65536, (6, 7, 3)).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "rgb16.tif", v, photometric="rgb")
+    got = np.asarray(FolderImages(tmp_path)[0]).astype(np.int64)
+    assert np.abs(got - np.floor(v / 257 + 0.5)).max() <= 1
