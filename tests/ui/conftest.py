@@ -76,7 +76,7 @@ class Lab:
             return int(resp.status)
 
 
-def start_server(root: Path, app: str = "lab") -> Lab:
+def start_server(root: Path, app: str = "lab", extra: list[str] | None = None) -> Lab:
     """Start ``jupyter lab`` (or ``jupyter notebook``, Notebook 7) in ``root`` on 127.0.0.1.
 
     Nothing reaches the internet: no news, no update checks, a read-only extension manager.
@@ -101,6 +101,7 @@ def start_server(root: Path, app: str = "lab") -> Lab:
         cmd += ["--LabApp.news_url=None",
                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
                 "--LabApp.extension_manager=readonly"]
+    cmd += extra or []
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
         cmd.append("--allow-root")
     with open(log, "wb") as fh:
