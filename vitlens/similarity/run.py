@@ -29,28 +29,29 @@ from torch import nn
 
 from .. import cache as _cache
 from .. import distributed as _dist
-from ..capture import TOKEN_MODES, Capture, GramCapture, gram_route_applies
+from ..capture import TOKEN_MODES, gram_route_applies
 from ..datasets.images import as_images
-from ..datasets.preprocess import MultiModelBatches, balanced_batches, data_config
+from ..datasets.preprocess import balanced_batches
 from ..distributed import resolve_device
 from ..errors import CaptureError
 from ..models.labels import model_label
 from ..models.loading import load_model
 from ..results.similarity import SimilarityResult
 from ._minibatch import MinibatchCKA
+from ._run_cache import RunCache
 from ._run_checks import (
     check_data_config,
     check_models,
     check_token_counts,
     explain_forward_error,
 )
-from ._run_support import _amp_dtype, _check_images, _prefetched, _warn_constant
+from ._run_layout import ESTIMATOR, RunLayout
+from ._run_support import _amp_dtype, _check_images, _prefetched
 
 __all__ = ["ESTIMATOR", "PRECISIONS", "CKARun", "LayerSpec", "cka", "joint_cka"]
 
 LayerSpec = str | Iterable[str] | None
 
-ESTIMATOR = "minibatch linear CKA, unbiased HSIC (Song et al. 2012)"
 PRECISIONS = ("float32", "bfloat16", "float16", "auto")
 AMP_TOLERANCE = 1e-4  # "auto" keeps mixed precision only within this of float32 (batch 1)
 CHECKPOINT_EVERY_S = 5.0  # at most one checkpoint per this many seconds (0: every batch)
@@ -62,17 +63,7 @@ PREFETCH: bool | None = None  # load batch k+1 in a thread during batch k (None:
 FeatureFn = Callable[[tuple, dict], tuple[Any, Any]]
 
 
-class _Source:
-    """One model reading one image set: its capture and where its input comes from."""
-
-    def __init__(self, label: str, model: nn.Module, images: Any, capture: Any) -> None:
-        self.label, self.model, self.images, self.capture = label, model, images, capture
-        self.key: Any = None  # (module, image set), or ("custom", label)
-        self.stream = 0  # index of the image stream
-        self.slot = 0  # index of this model's tensor in that stream's batch
-
-
-class CKARun:
+class CKARun(RunLayout, RunCache):
     """Minibatch CKA between the layers of one or two models (:func:`vitlens.cka`'s run).
 
     ``CKARun(model_a, images, model_b, layers_a=..., ...)`` is the pair form;
@@ -228,88 +219,6 @@ class CKARun:
         self._key: str | None = None
         self._last_ckpt = time.monotonic()
 
-    def _build_captures(self, rows: Mapping[str, LayerSpec],
-                        cols: Mapping[str, LayerSpec] | None, captures: Mapping[str, Any]) -> None:
-        custom = self.features_fn is not None or self.engine_factory is not None
-
-        def make(model: nn.Module, layers: Any) -> Any:
-            if self.in_hooks:  # layers are reduced to Grams as they are computed
-                return GramCapture(model, layers, token_mode=self.token_mode)
-            # MinibatchCKA checks finiteness (and names the layer): skip Capture's pass,
-            # unless custom features or accumulators take the activations
-            return Capture(model, layers, token_mode=self.token_mode, check_finite=custom)
-
-        # resolve every selection once (a probe capture resolves names, adds no hooks)
-        chosen: dict[tuple[str, str], list[str]] = {}
-        for side, sel in (("row", rows), ("col", cols or {})):
-            for k, spec in sel.items():
-                chosen[(side, k)] = (list(captures[k].layers) if k in captures
-                                     else make(self.models[k], spec).layers)
-        self.row_sel = {k: chosen[("row", k)] for k in rows}
-        self.col_sel = None if cols is None else {k: chosen[("col", k)] for k in cols}
-        # one capture per distinct module (custom captures: one per label), union of layers
-        self.sources: list[_Source] = []
-        self._source_of: dict[str, int] = {}
-        wanted: dict[Any, list[str]] = {}
-        keys: dict[str, Any] = {}
-        for (_side, k), names in chosen.items():
-            key = ("custom", k) if k in captures else (id(self.models[k]), id(
-                self.extra_images.get(k, self.images)))
-            keys[k] = key
-            wanted[key] = list(dict.fromkeys(wanted.get(key, []) + names))
-        caps_by_module: dict[int, Any] = {}
-        for k, key in keys.items():
-            if key in [self.sources[i].key for i in range(len(self.sources))]:
-                self._source_of[k] = next(i for i, s in enumerate(self.sources) if s.key == key)
-                continue
-            if k in captures:
-                cap = captures[k]
-            else:
-                # a module read twice (two image sets) shares one capture of both selections
-                mid = id(self.models[k])
-                union = [n for kk, kkey in keys.items() if kkey[0] == mid for n in wanted[kkey]]
-                if mid not in caps_by_module:
-                    caps_by_module[mid] = make(self.models[k], list(dict.fromkeys(union)))
-                cap = caps_by_module[mid]
-            src = _Source(k, self.models[k], self.extra_images.get(k, self.images), cap)
-            src.key = key
-            self._source_of[k] = len(self.sources)
-            self.sources.append(src)
-        multi_r = len(self.row_sel) > 1 or (self.col_sel is not None and len(self.col_sel) > 1)
-        self.prefixed = not self.pair and (multi_r or self.col_sel is None
-                                           or set(self.row_sel) != set(self.col_sel))
-
-        def names(sel: Mapping[str, list[str]]) -> list[str]:
-            return [f"{k}::{n}" if self.prefixed else n for k, ls in sel.items() for n in ls]
-
-        self.layers_a = names(self.row_sel)
-        # the rows compared with themselves: one pass, a self-comparison accumulator
-        self.self_only = self.features_fn is None and (self.col_sel is None
-                                                       or self.col_sel == self.row_sel)
-        self.layers_b = self.layers_a if self.col_sel is None else names(self.col_sel)
-        if self.pair:
-            self.label_a = self.labels["a"]
-            self.label_b = self.labels.get("b", self.label_a)
-            self.model_a = self.models["a"]
-            self.model_b = self.models.get("b", self.model_a)
-            self.same = self.model_b is self.model_a
-
-    def _build_streams(self) -> None:
-        by_images: dict[int, list[int]] = {}
-        order: list[Any] = []
-        for i, s in enumerate(self.sources):
-            if id(s.images) not in by_images:
-                by_images[id(s.images)] = []
-                order.append(s.images)
-            by_images[id(s.images)].append(i)
-        self.streams = []
-        for j, imgs in enumerate(order):
-            members = by_images[id(imgs)]
-            for slot, i in enumerate(members):
-                self.sources[i].stream, self.sources[i].slot = j, slot
-            self.streams.append(MultiModelBatches(imgs, [self.sources[i].model for i in members],
-                                                  self.batches, self.device))
-
     # ------------------------------------------------------------------ description
     def meta(self) -> dict[str, Any]:
         meta = {
@@ -322,49 +231,6 @@ class CKARun:
         if self._key is not None:
             meta["cache_key"] = self._key
         return meta
-
-    def _blocks_of(self, label: str, names: list[str]) -> list[int | None]:
-        cap = self.sources[self._source_of[label]].capture
-        catalog = getattr(cap, "catalog", None)
-        if catalog is None:
-            return [None] * len(names)
-        return [catalog[n].block if n in catalog else None for n in names]
-
-    def key_parts(self) -> dict[str, Any]:
-        """Everything the result depends on (hashed into the cache key)."""
-        def model(m: nn.Module, label: str) -> dict[str, Any]:
-            cfg = {k: str(v) for k, v in data_config(m).items()}
-            return {"label": label, "weights": _cache.model_fingerprint(m), "data_config": cfg}
-
-        if not self.pair:
-            return {
-                "models": {k: model(m, self.labels[k]) for k, m in self.models.items()},
-                "images": _cache.images_fingerprint(self.images, self.n),
-                "images_of": {k: _cache.images_fingerprint(v, self.n)
-                              for k, v in self.extra_images.items()},
-                "rows": self.row_sel, "cols": self.col_sel, "token_mode": self.token_mode,
-                "estimator": ESTIMATOR, "batch_size": self.batch_size, "n_images": self.n,
-                "precision": self.precision,
-                "engine": f"route={self.engine.route},gram_dtype={self.engine.gram_dtype}",
-            }
-        return {
-            "model_a": model(self.model_a, self.label_a),
-            "model_b": "same" if self.same else model(self.model_b, self.label_b),
-            "images": _cache.images_fingerprint(self.images, self.n),
-            "images_b": (None if self.images_b is None
-                         else _cache.images_fingerprint(self.images_b, self.n)),
-            "layers_a": self.layers_a, "layers_b": self.layers_b,
-            "token_mode": self.token_mode, "estimator": ESTIMATOR,
-            "engine": f"route={self.engine.route},gram_dtype={self.engine.gram_dtype}",
-            "batch_size": self.batch_size, "n_images": self.n, "precision": self.precision,
-        }
-
-    @property
-    def key(self) -> str:
-        """The cache key of this run (computed once: it hashes the weights and images)."""
-        if self._key is None:
-            self._key = _cache.make_key("cka", self.key_parts())
-        return self._key
 
     # ------------------------------------------------------------------ one batch
     def _autocast(self):
@@ -387,10 +253,6 @@ class CKARun:
                 except (RuntimeError, AssertionError) as err:
                     raise explain_forward_error(err, s.label, s.model, x, s.images) from err
         return {k: by_source[i] for k, i in self._source_of.items()}
-
-    def _select(self, feats: dict[str, dict[str, torch.Tensor]],
-                sel: Mapping[str, list[str]]) -> list[torch.Tensor]:
-        return [feats[k][n] for k, ls in sel.items() for n in ls]
 
     def _features(self, idx: range, xs: tuple | None = None) -> tuple[Any, Any]:
         xs = self._load(idx) if xs is None else xs
@@ -446,79 +308,7 @@ class CKARun:
         """The (L_a, L_b) float64 matrix of the accumulated batches."""
         return self.engine.compute().detach().cpu().double().numpy()
 
-    def blocks(self) -> dict[tuple[str, str], SimilarityResult]:
-        """``{(row label, column label): SimilarityResult}`` of a joint run."""
-        matrix = self.matrix()
-        cols = self.col_sel if self.col_sel is not None else self.row_sel
-        out: dict[tuple[str, str], SimilarityResult] = {}
-        r0 = 0
-        for ka, la in self.row_sel.items():
-            c0 = 0
-            for kb, lb in cols.items():
-                meta = {"model_a": self._label(ka), "model_b": self._label(kb),
-                        "token_mode": self.token_mode, "estimator": ESTIMATOR,
-                        "n_images": self.n, "batch_size": self.batch_size,
-                        "n_batches": len(self.batches),
-                        "images": getattr(self.images, "name", "images"),
-                        "blocks_a": self._blocks_of(ka, la), "blocks_b": self._blocks_of(kb, lb)}
-                block = matrix[r0:r0 + len(la), c0:c0 + len(lb)]
-                out[(ka, kb)] = SimilarityResult(block, la, lb, meta)
-                c0 += len(lb)
-            r0 += len(la)
-        return out
-
-    def _label(self, key: str) -> str:
-        name = self.labels[key]
-        return name if key == name else f"{key} ({name})"
-
     # ------------------------------------------------------------------ cache and resume
-    def _main(self) -> bool:
-        return not self.sharded or _dist.is_main()
-
-    def _bcast(self, obj: Any) -> Any:
-        return _dist.broadcast_object(obj) if self.sharded else obj
-
-    def check_ranks(self) -> None:
-        """Under ``torchrun``, fail on every rank if the ranks see different models,
-        weights, images or parameters (e.g. an unseeded random init)."""
-        if not self.sharded or not self.use_cache and not self.pair:
-            return
-        keys = _dist.all_gather_object(self.key)
-        if len(set(keys)) > 1:
-            bad = [r for r, k in enumerate(keys) if k != keys[0]]
-            msg = (f"ranks {bad} differ from rank 0 in models, weights, images or parameters; "
-                   "every rank must load the same models (seed random inits) and images")
-            raise RuntimeError(msg)
-
-    def cached(self) -> SimilarityResult | None:
-        """The stored result of this run, if any (rank 0 reads it, every rank gets it)."""
-        if not self.use_cache:
-            return None
-        hit = _cache.load_result("cka", self.key) if self._main() else None
-        hit = self._bcast(hit)
-        if hit is not None:
-            _warn_constant(hit)
-        return hit
-
-    def _ckpt_path(self):
-        rank, world = (_dist.rank(), _dist.world()) if self.sharded else (0, 1)
-        return _cache.checkpoint_path("cka", self.key, rank, world)
-
-    def resume(self) -> int:
-        """Load this rank's checkpoint, if any; returns the number of batches it holds."""
-        if not self.use_cache:
-            return 0
-        state = _cache.load_checkpoint(self._ckpt_path())
-        if (state is None or state.get("key") != self.key
-                or not 0 < int(state.get("done", 0)) < len(self.my_batches)):
-            return 0
-        self.engine.load_state_dict(state["engine"])
-        self.done = int(state["done"])
-        if state.get("amp") is not None:
-            self.amp_dtype = getattr(torch, state["amp"]) if state["amp"] != "none" else None
-            self.amp_note = state.get("amp_note")
-        return self.done
-
     def checkpoint(self, force: bool = False) -> None:
         """Persist the accumulator (atomically), at most every ``CHECKPOINT_EVERY_S``."""
         if not self.use_cache or self.done >= len(self.my_batches):
