@@ -286,8 +286,35 @@ def pretrain(vit: nn.Module, *, steps: int = 5000, batch_size: int = 128, lr: fl
             "wall_time_s": round(time.perf_counter() - t0, 1), "history": history}
 
 
-#: Default optimiser steps of the masked-patch pretraining (see docs/ZOO.md).
-PRETRAIN_STEPS = 5000
+#: The masked-patch pretraining of the zoo: two stages with a warm restart (docs/ZOO.md,
+#: round 3b). Each stage has its own seed (crops, masks, mask token, pixel head), warmup and
+#: cosine decay; the second starts from the first's backbone.
+STAGES: tuple[dict, ...] = ({"steps": 5000, "seed": 0}, {"steps": 3000, "seed": 1})
+
+
+def pretrain_stages(vit: nn.Module, *, steps: int | None = None, progress: bool = True,
+                    stages: tuple[dict, ...] = STAGES, log=None) -> dict:
+    """Run :data:`STAGES` of :func:`pretrain` on ``vit`` in place; one record with every
+    stage's settings and a log whose steps count from the first stage's start.
+
+    Args:
+        steps: Override every stage's steps (a smoke run).
+    """
+    done, history, parts = 0, [], []
+    for stage in stages:
+        n = steps or stage["steps"]
+
+        def shifted(rec, offset=done):
+            if log is not None:
+                log(dict(rec, step=rec["step"] + offset))
+
+        rec = pretrain(vit, steps=n, seed=stage["seed"], progress=progress, log=shifted)
+        history += [dict(h, step=h["step"] + done) for h in rec.pop("history")]
+        parts.append(rec)
+        done += n
+    last = parts[-1]
+    return {**last, "steps": done, "stages": parts, "wall_time_s": round(
+        sum(p["wall_time_s"] for p in parts), 1), "history": history}
 
 
 def train_backbone(name: str, *, steps: int | None = None, out=None, device: str = "cpu",
@@ -297,37 +324,53 @@ def train_backbone(name: str, *, steps: int | None = None, out=None, device: str
     The card records the run (settings, the loss on the held-out photo crops against the
     zero predictor's, and the locality log every 250 steps).
     """
-    import json
-    import platform
     from pathlib import Path
 
-    import timm
     from safetensors.torch import save_file
 
-    from ._specs import SPECS, WEIGHTS_DIR, canonical
-    from .architectures import ARCHITECTURES
+    from ._specs import WEIGHTS_DIR, canonical
+    from .architectures import build
 
     if str(device) != "cpu":
         msg = "masked-patch pretraining runs on the CPU only (it is seeded for a 2-core machine)"
         raise ValueError(msg)
     short = canonical(name)
-    spec = SPECS[short]
     out_dir = Path(out) if out is not None else WEIGHTS_DIR.parent
     torch.manual_seed(0)
-    vit = registry.create(short)
-    record = pretrain(vit, steps=steps or PRETRAIN_STEPS, progress=progress)
+    # built as the classifier it will become (timm's init draws the head before the rest, so
+    # this fixes the backbone's init); the head is not trained here and not saved
+    vit = build("vit-cls")
+    record = pretrain_stages(vit, steps=steps, progress=progress)
     weights_file = out_dir / "weights" / f"{short}.safetensors"
     weights_file.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16).contiguous()
-             for k, v in vit.state_dict().items()}
+             for k, v in vit.state_dict().items() if not k.startswith("head.")}
     save_file(state, str(weights_file), metadata={"name": short, "format": "pt"})
+    return write_backbone_card(short, record, out_dir)
+
+
+def write_backbone_card(short: str, record: dict, out_dir) -> dict:
+    """Write the card of a pretrained backbone from :func:`pretrain`'s record."""
+    import json
+    import platform
+    from pathlib import Path
+
+    import timm
+    from safetensors.torch import load_file
+
+    from ._specs import SPECS
+    from .architectures import ARCHITECTURES
+
+    record = dict(record)
     history = record.pop("history")
+    weights_file = Path(out_dir) / "weights" / f"{short}.safetensors"
+    spec = SPECS[short]
     card = {
         "name": short,
         "load": f"vitlens.load_model('vitlens/{short}')",
         "stands_in_for": spec["stands_in_for"],
         "architecture": {"family": spec["arch"], **ARCHITECTURES[spec["arch"]]},
-        "params": sum(p.numel() for p in vit.parameters()),
+        "params": sum(v.numel() for v in load_file(str(weights_file)).values()),
         "pretraining": record,
         "test_accuracy": None,
         "test": {"what": "masked-patch loss on crops of the right 20% of each photo",
@@ -346,7 +389,7 @@ def train_backbone(name: str, *, steps: int | None = None, out=None, device: str
         "versions": {"torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
     }
-    card_file = out_dir / "cards" / f"{short}.json"
+    card_file = Path(out_dir) / "cards" / f"{short}.json"
     card_file.parent.mkdir(parents=True, exist_ok=True)
     card_file.write_text(json.dumps(card, indent=2) + "\n")
     return card

@@ -111,6 +111,29 @@ def _init_weights(spec: dict[str, Any], out: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(msg)
 
 
+def _param_groups(model: nn.Module, weight_decay: float, lr: float,
+                  layer_decay: float | None) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms; with ``layer_decay`` (fine-tuning a
+    pretrained ViT, as in BEiT and MAE) block i of d learns at ``lr * layer_decay**(d - i)``,
+    the embeddings at ``lr * layer_decay**(d + 1)``, the final norm and the head at ``lr``."""
+    depth = len(getattr(model, "blocks", []))
+
+    def scale(name: str) -> float:
+        if not layer_decay or not depth:
+            return 1.0
+        if name.startswith("blocks."):
+            return layer_decay ** (depth - int(name.split(".")[1]))
+        if name.startswith(("patch_embed", "pos_embed", "cls_token", "reg_token")):
+            return layer_decay ** (depth + 1)
+        return 1.0
+
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        key = (weight_decay if p.ndim > 1 else 0.0, scale(name))
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr": lr * sc} for (wd, sc), ps in groups.items()]
+
+
 def _load_init(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Start ``model`` from another zoo model's weights: a classifier head it lacks keeps its
     fresh init; a GAP ViT drops the CLS token and its position (the spatial positions stay)."""
@@ -179,15 +202,8 @@ def train_model(
     if ft:
         _load_init(model, _init_weights(spec, out_dir))
     model.to(dev).train()
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
+    opt = torch.optim.AdamW(_param_groups(model, cfg["weight_decay"], lr,
+                                          spec.get("layer_decay")), lr=lr)
     warmup = max(1, int(cfg["warmup_frac"] * steps))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, steps, warmup))
     gen = torch.Generator().manual_seed(cfg["seed"])
@@ -251,6 +267,7 @@ def train_model(
             "lr": lr,
             "weight_decay": cfg["weight_decay"],
             "schedule": "linear warmup + cosine",
+            "layer_decay": spec.get("layer_decay"),
             "warmup_steps": warmup,
             "grad_clip": 1.0,
         },
