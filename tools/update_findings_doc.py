@@ -19,16 +19,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 GUIDE = """
-How to read it. The zoo's models are small (6-block ViTs of width 48, a 3-stage ResNet),
-each trained for about a minute on 2 CPU cores on 64x64 synthetic shapes in clutter, while the
-paper's are ViT-B to ViT-H and BiT ResNets pretrained on JFT-300M. Findings that the paper
-ties to scale can therefore fail here, and the table says so rather than hiding it: every
-verdict comes from a statistic and a threshold fixed in `vitlens/findings/` before any
-result was seen, and the note gives the numbers behind it and, for a finding that does not
-reproduce, why we think it does not. A verdict is only as strong as its statistic: read the
-notes too (for example, a rank correlation can agree with the paper while the matched depths
-differ). With internet, every notebook also runs on the paper's timm checkpoints (`MODELS =
-"pretrained"`).
+How to read it. The zoo's models are small (6-block ViTs of width 64, a 3-stage ResNet)
+trained on 2 CPU cores on 64x64 synthetic shapes in clutter; `vitlens/vit-cls` was first
+pretrained by predicting masked patches of photo crops, our stand-in for the paper's JFT-300M
+pretraining (docs/ZOO.md). Findings that the paper ties to scale can therefore fail here,
+and the table says so rather than hiding it. Read the control column first: a finding that a
+random-init network of the same architecture earns too is a property of the architecture or
+of the statistic, not of training, and is marked inconclusive however well the trained value
+fits the paper. With internet, every notebook also runs on the paper's timm checkpoints
+(`MODELS = "pretrained"`).
 """
 
 
@@ -52,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(msg)
     text = re.sub(r"\[([^\]]+)\]\(figures/[^)]+\)", r"`\1`", text)
     text = text.replace(
-        "step; the thresholds are documented in `vitlens/findings/`.",
-        "step; the thresholds are documented in `vitlens/findings/`. Run `vitlens reproduce "
-        "--out out` to get this file with every figure (PNG and SVG) in `out/figures/`.")
+        "the rules are documented in `vitlens/findings/`.",
+        "the rules are documented in `vitlens/findings/`. Run `vitlens reproduce --out out` to "
+        "get this file with every figure (PNG and SVG) in `out/figures/`.")
     head, sep, rest = text.partition("\n## ")
     (ROOT / "docs" / "FINDINGS.md").write_text(head + GUIDE + sep + rest)
     print(f"wrote {ROOT / 'docs' / 'FINDINGS.md'} (outputs in {out})")

@@ -9,7 +9,7 @@ writes, under ``DIR``:
 - ``findings.json`` and ``FINDINGS.md``: the measured verdicts of
   :mod:`vitlens.findings`, one table per notebook.
 
-The notebooks in ``notebooks/`` run the same calls with the same :class:`Settings`
+The notebooks in ``notebooks/`` call :func:`run_group` with the same :class:`Settings`
 (:data:`FULL`); ``quick=True`` uses :data:`QUICK` (fewer images) for a smoke run.
 """
 

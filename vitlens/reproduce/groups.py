@@ -1,4 +1,5 @@
-"""The analyses of each notebook, as the notebooks run them (same calls, same settings).
+"""The analyses of each notebook: the one source of the notebooks' and FINDINGS.md's numbers
+(both reach them through :func:`vitlens.reproduce.run_group`).
 
 Each ``run_*`` function takes the models by role (:func:`vitlens.reproduce.models`) and the
 :class:`~vitlens.reproduce.Settings`, and returns a :class:`Group`: its result objects, its

@@ -136,10 +136,13 @@ def _param_groups(model: nn.Module, weight_decay: float, lr: float,
 
 def _load_init(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Start ``model`` from another zoo model's weights: a classifier head it lacks keeps its
-    fresh init; a GAP ViT drops the CLS token and its position (the spatial positions stay)."""
+    fresh init; a GAP ViT drops the CLS token and its position (the spatial positions stay)
+    and takes the final norm as its ``fc_norm``."""
     own = model.state_dict()
     use = {}
     for key, value in state.items():
+        if key.startswith("norm.") and key not in own and f"fc_{key}" in own:
+            key = f"fc_{key}"  # timm's GAP ViT applies the final norm after pooling
         if key not in own:
             continue  # e.g. cls_token for a GAP model
         if key == "pos_embed" and value.shape != own[key].shape:
