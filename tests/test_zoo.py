@@ -16,9 +16,10 @@ from vitlens.zoo import ZooNameError, card, names, registry
 from vitlens.zoo._specs import NOSKIP_BLOCK, WEIGHTS_DIR
 
 EXPECTED = [
-    "vit-cls", "vit-gap", "resnet", "mixer", "vit-cls-3pct", "vit-cls-10pct",
-    "vit-cls-30pct", f"vit-noskip-{NOSKIP_BLOCK}", "vit-cls-ft",
+    "vit-mim", "vit-cls", "vit-gap", "vit-sup", "resnet", "mixer", "vit-cls-3pct",
+    "vit-cls-10pct", "vit-cls-30pct", f"vit-noskip-{NOSKIP_BLOCK}", "vit-cls-ft",
 ]  # fmt: skip
+PRETRAINED = ("vit-mim",)  # self-supervised: no classifier, a masked-patch test loss instead
 
 
 def test_names_and_cards():
@@ -26,6 +27,12 @@ def test_names_and_cards():
     for name in names():
         c = card(name)
         assert c["name"] == name and card(f"vitlens/{name}") == c
+        if name in PRETRAINED:
+            assert c["test_accuracy"] is None
+            assert c["test"]["loss"] < 0.8 * c["test"]["zero_predictor"]  # it learned
+            log = c["locality_log"]
+            assert log[0]["step"] < log[-1]["step"] == c["steps"]
+            continue
         for key in ("architecture", "params", "dataset", "steps", "wall_time_s", "test"):
             assert key in c, (name, key)
         assert 0.0 <= c["test_accuracy"] <= 1.0
@@ -39,11 +46,15 @@ def test_import_is_cheap():
 
 
 def test_cards_show_the_expected_orderings():
-    acc = {n: card(n)["test_accuracy"] for n in names()}
-    for full in ("vit-cls", "vit-gap", "resnet", "mixer"):
+    acc = {n: card(n)["test_accuracy"] for n in names() if n not in PRETRAINED}
+    for full in ("vit-cls", "vit-gap", "vit-sup", "resnet", "mixer"):
         assert acc[full] > 0.5, (full, acc[full])  # chance is 0.1
-    assert acc["vit-cls-3pct"] < acc["vit-cls-10pct"] < acc["vit-cls-30pct"] < acc["vit-cls"]
-    assert acc[f"vit-noskip-{NOSKIP_BLOCK}"] < acc["vit-cls"]
+    assert acc["vit-cls-3pct"] < acc["vit-cls-10pct"] < acc["vit-cls-30pct"] < acc["vit-sup"]
+    assert acc[f"vit-noskip-{NOSKIP_BLOCK}"] < acc["vit-sup"]
+    for name in ("vit-cls", "vit-gap"):  # same data and steps, from the pretrained backbone
+        c = card(name)
+        assert c["init_from"] == "vit-mim" and c["steps"] == card("vit-sup")["steps"]
+        assert c["dataset"] == card("vit-sup")["dataset"]
     ft = card("vit-cls-ft")["test_accuracy_by_domain"]
     base = card("vit-cls")["test_accuracy_by_domain"]
     assert ft["1"] > base["1"]  # fine-tuning helped on the new domain
@@ -62,6 +73,8 @@ def test_every_model_matches_its_card_on_a_fresh_test_split():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
     for name in names():
+        if name in PRETRAINED:
+            continue
         c = card(name)
         model = registry.load(name)
         acc = evaluate(model, n=1000, seed=20_000, domain=c["test"]["domain"])
@@ -142,6 +155,11 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
     from vitlens.zoo.train import main, train_model
 
     kw = dict(steps=2, n_train=64, test_n=32, batch_size=16, progress=False, out=tmp_path)
+    from vitlens.zoo.pretrain import STAGES
+
+    c = train_model("vit-mim", steps=2, progress=False, out=tmp_path)  # 2 steps per stage
+    assert c["steps"] == 2 * len(STAGES) and c["test_accuracy"] is None
+    assert [s["seed"] for s in c["pretraining"]["stages"]] == [s["seed"] for s in STAGES]
     for name in (
         "vit-cls",
         "vit-gap",

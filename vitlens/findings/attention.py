@@ -99,13 +99,22 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
             why_not=_WHY_GLOBAL))
     rise = float(np.nanmean(per_block[hi]) - np.nanmean(per_block[lo]))
     rho = spearman(blocks, per_block)
+    why_trend = _WHY_GLOBAL
+    if rise >= MIN_RISE_PX:  # the rise is there; say where the order breaks
+        above = [int(distance.blocks[i]) for i in range(len(per_block) - 1)
+                 if per_block[i] > np.nanmin(per_block[i + 1:]) + 1.0]
+        why_trend = (f"the upper blocks are more global, but the order breaks: block(s) "
+                     f"{', '.join(map(str, above))} look farther than a block above them "
+                     f"({', '.join(fmt(v, 1) for v in per_block)} px). In our ViT block 0 "
+                     "stays global through pretraining and the first local heads are in "
+                     "block 1, so the distance is U-shaped rather than rising")
     rows.append(finding(
         "Fig 3, 4", "attention becomes more global with depth",
         "mean head distance, upper half of the blocks - lower half (px)", rise,
         f">= {MIN_RISE_PX}, with Spearman rho(block, distance) >= {MIN_DEPTH_RHO}",
         rise >= MIN_RISE_PX and rho >= MIN_DEPTH_RHO,
         f"Spearman rho {fmt(rho, 2)}; per block {', '.join(fmt(v, 1) for v in per_block)} px"
-        f"{ref}", why_not=_WHY_GLOBAL))
+        f"{ref}", why_not=why_trend))
     if locality is not None and small_data_locality is not None:
         n_big, n_small = local_head_count(locality), local_head_count(small_data_locality)
         extra = float(n_big - n_small)
@@ -133,6 +142,9 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
             f"block {head_subsets.meta.get('block')}; Spearman rho {fmt(srho, 2)}; subsets from "
             f"{fmt(sd.min(), 1)} px (CKA {fmt(cka[int(np.argmin(sd))])}) to {fmt(sd.max(), 1)} "
             f"px (CKA {fmt(cka[int(np.argmax(sd))])})",
-            why_not="when the heads' distances are nearly equal (no local heads), their order "
-                    "carries no signal"))
+            why_not=(f"the heads of block {head_subsets.meta.get('block')} span only "
+                     f"{fmt(sd.min(), 1)}-{fmt(sd.max(), 1)} px: with no global head in the "
+                     "block (or no local one) there is little to order"
+                     if sd.max() - sd.min() < 10 else
+                     "the more global heads of the block are not less similar to the ResNet")))
     return rows

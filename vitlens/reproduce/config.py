@@ -22,8 +22,10 @@ ROLES = {
     "vit_gap": "a ViT trained with global average pooling instead of CLS",
     "resnet": "a ResNet (BiT ResNet50x1)",
     "mixer": "an MLP-Mixer (Mixer-B/16)",
-    "vit_small_data": "the ViT trained on little data (3%; ImageNet-1k instead of 21k for timm)",
-    "vit_zoo": "the zoo's CLS ViT: the same-architecture reference for zoo-only models",
+    "vit_small_data": "the same ViT without large-scale pretraining (zoo: trained on the labelled "
+                      "shapes only; timm: ImageNet-1k instead of 21k)",
+    "vit_zoo": "the zoo ViT trained like the zoo-only models (supervised, same data and steps): "
+               "their same-architecture reference",
     "vit_3pct": "the ViT trained on 3% of the data",
     "vit_10pct": "the ViT trained on 10% of the data",
     "vit_30pct": "the ViT trained on 30% of the data",
@@ -36,8 +38,8 @@ ZOO_MODELS = {
     "vit_gap": "vitlens/vit-gap",
     "resnet": "vitlens/resnet",
     "mixer": "vitlens/mixer",
-    "vit_small_data": "vitlens/vit-cls-3pct",
-    "vit_zoo": "vitlens/vit-cls",
+    "vit_small_data": "vitlens/vit-sup",
+    "vit_zoo": "vitlens/vit-sup",
     "vit_3pct": "vitlens/vit-cls-3pct",
     "vit_10pct": "vitlens/vit-cls-10pct",
     "vit_30pct": "vitlens/vit-cls-30pct",

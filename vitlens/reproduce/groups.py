@@ -183,7 +183,7 @@ def run_probes(M: Mapping[str, Any], s: Settings) -> Group:
     g.charts = {"fig11_probes_vit_cls": cls.chart(), "fig11_probes_vit_gap": gap.chart(),
                 "figD4_token_probes_vit_cls": cls.map_chart(columns=6, size=70),
                 "figD4_token_probes_vit_gap": gap.map_chart(columns=6, size=70),
-                "fig13_probes_by_data": data_probe_chart({"100% data": cls, "3% data": small})}
+                "fig13_probes_by_data": data_probe_chart({"pretrained": cls, "no pretraining": small})}
     g.findings = F.linear_probes(cls, gap, small)
     return g
 

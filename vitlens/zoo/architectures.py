@@ -27,14 +27,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "vit-cls": {
         "timm_class": "VisionTransformer",
         "kwargs": dict(
-            img_size=IMG_SIZE, patch_size=8, embed_dim=48, depth=VIT_DEPTH, num_heads=3,
+            img_size=IMG_SIZE, patch_size=8, embed_dim=64, depth=VIT_DEPTH, num_heads=4,
             mlp_ratio=2.0, class_token=True, global_pool="token", num_classes=NUM_CLASSES,
         ),
     },
     "vit-gap": {
         "timm_class": "VisionTransformer",
         "kwargs": dict(
-            img_size=IMG_SIZE, patch_size=8, embed_dim=48, depth=VIT_DEPTH, num_heads=3,
+            img_size=IMG_SIZE, patch_size=8, embed_dim=64, depth=VIT_DEPTH, num_heads=4,
             mlp_ratio=2.0, class_token=False, global_pool="avg", num_classes=NUM_CLASSES,
         ),
     },
@@ -53,6 +53,11 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         ),
     },
 }  # fmt: skip
+# the masked-patch backbone: vit-cls without a classifier (timm's head is an Identity)
+ARCHITECTURES["vit-mim"] = {
+    "timm_class": "VisionTransformer",
+    "kwargs": {**ARCHITECTURES["vit-cls"]["kwargs"], "num_classes": 0},
+}
 ARCHITECTURES["vit-noskip"] = {
     **ARCHITECTURES["vit-cls"],
     "noskip_block": NOSKIP_BLOCK,
@@ -95,13 +100,13 @@ def remove_skips(model: VisionTransformer, index: int) -> VisionTransformer:
 
 
 def build(arch: str) -> nn.Module:
-    """A random-init model of a zoo architecture (``"vit-cls"``, ``"vit-gap"``, ``"resnet"``,
-    ``"mixer"`` or ``"vit-noskip"``)."""
+    """A random-init model of a zoo architecture (``"vit-cls"``, ``"vit-gap"``, ``"vit-mim"``,
+    ``"resnet"``, ``"mixer"`` or ``"vit-noskip"``)."""
     if arch not in ARCHITECTURES:
         msg = f"unknown zoo architecture {arch!r}; expected one of {list(ARCHITECTURES)}"
         raise KeyError(msg)
     kw = dict(ARCHITECTURES[arch]["kwargs"])
-    if arch in ("vit-cls", "vit-gap", "vit-noskip"):
+    if arch in ("vit-cls", "vit-gap", "vit-noskip", "vit-mim"):
         model = VisionTransformer(**kw)
         if arch == "vit-noskip":
             remove_skips(model, ARCHITECTURES[arch]["noskip_block"])
