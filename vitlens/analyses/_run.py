@@ -31,8 +31,6 @@ from ..errors import ImageError
 from ..models.labels import model_label
 from ..models.loading import load_model
 
-ESTIMATOR = "minibatch linear CKA, unbiased HSIC (Song et al. 2012)"
-
 
 class SumState:
     """Named float64 sums and counts that merge by addition.
@@ -140,23 +138,8 @@ def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch
     dev = resolve_device(device)
     labels = [model_label(m) for m in models]
     loaded = [load_model(m).to(dev) for m in models]
-    source = as_images(images)
-    available = len(source)
-    if n_images is not None:
-        if n_images < 1:
-            msg = f"n_images={n_images}; pass a positive number of images"
-            raise ValueError(msg)
-        if n_images > available:
-            msg = (f"n_images={n_images} but the image source has only {available} images; pass "
-                   f"n_images<={available} or more images")
-            raise ImageError(msg)
-        n = n_images
-    else:
-        n = available if default_n is None else min(default_n, available)
-    if n < min_images:
-        msg = (f"{what} needs at least {min_images} images but got {n}; pass more images "
-               "(a folder, a list, 'samples' or vitlens.datasets.synthetic(...))")
-        raise ImageError(msg)
+    source, n = images_and_count(images, n_images, need=min_images, what=what,
+                                 default_n=default_n)
     if batch_size < min_images:
         msg = f"batch_size={batch_size} is too small: {what} needs batches of at least {min_images}"
         raise ValueError(msg)
@@ -215,18 +198,32 @@ class SubsetImages(ImageSource):
 
 
 def images_and_count(images: Any, n_images: int | None, *, need: int = 4,
-                     what: str = "this analysis") -> tuple[ImageSource, int]:
-    """An :class:`ImageSource` and how many of its images to use (checked against ``need``)."""
+                     what: str = "this analysis", default_n: int | None = None,
+                     ) -> tuple[ImageSource, int]:
+    """An :class:`ImageSource` and how many of its images to use: the first ``n_images``
+    (``None``: all, or ``default_n`` if set and smaller), checked against ``need``.
+
+    Raises:
+        ImageError: fewer images than ``n_images`` or than ``need``.
+        ValueError: a non-positive ``n_images``.
+    """
     src = as_images(images)
-    n = len(src)
+    available = len(src)
     if n_images is not None:
-        if n_images > n:
-            msg = f"n_images={n_images} but the image source has only {n} images"
+        if n_images < 1:
+            msg = f"n_images={n_images}; pass a positive number of images"
+            raise ValueError(msg)
+        if n_images > available:
+            msg = (f"n_images={n_images} but the image source has only {available} images; pass "
+                   f"n_images<={available} or more images")
             raise ImageError(msg)
         n = int(n_images)
+    else:
+        n = available if default_n is None else min(default_n, available)
     if n < need:
-        msg = (f"{what} needs at least {need} images (the unbiased HSIC needs 4 per batch); "
-               f"got {n}. Pass more images")
+        why = " (the unbiased HSIC needs 4 per batch)" if need >= 4 else ""
+        msg = (f"{what} needs at least {need} images{why} but got {n}; pass more images (a "
+               "folder, a list, 'samples' or vitlens.datasets.synthetic(...))")
         raise ImageError(msg)
     return src, n
 
