@@ -15,6 +15,7 @@ from ._base import LRUCache, MessageArea, model_key
 from ._sources import IMAGE_SOURCES, ModelChoices, display_image, image_source, source_label
 from ._static import StaticPicture
 from .image_attention import ImageAttentionView
+from .slider_keys import SliderKeys
 
 #: Images offered in the dropdown (the first ones of a large source).
 MAX_CHOICES = 256
@@ -127,6 +128,7 @@ class AttentionExplorer(StaticPicture, W.VBox):
             W.HBox([self.layer, self.head, self.head_note]),
             self.message,
             W.HBox([self.attention, W.VBox([self.rollout, chart_box])]),
+            SliderKeys(),
         ])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-attention-explorer")

@@ -13,6 +13,7 @@ from ._base import LRUCache, MessageArea, model_key
 from ._sources import ModelChoices, display_image, image_source, preprocess_one
 from ._static import StaticPicture
 from .image_attention import ImageAttentionView
+from .slider_keys import SliderKeys
 
 
 def _as_values(result: Any) -> tuple[np.ndarray, tuple[int, int]]:
@@ -76,7 +77,7 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         self.layers.observe(lambda c: self._set_layers(_split(c["new"])), "value")
         self.layer.observe(lambda _c: self.refresh(), "value")
         super().__init__([W.HBox([self.layers, self.layer, self.layer_label]), self.message,
-                          W.HBox([self.view, self.summary])])
+                          W.HBox([self.view, self.summary]), SliderKeys()])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-localization-explorer")
         if self.layer_names:

@@ -16,6 +16,7 @@ from ._live import BackgroundRuns
 from ._sources import IMAGE_SOURCES, ModelChoices, image_source, source_label
 from ._static import StaticPicture
 from .heatmap import HeatmapView
+from .slider_keys import SliderKeys
 
 if TYPE_CHECKING:
     from .. import SimilarityResult
@@ -145,7 +146,8 @@ class SimilarityExplorer(StaticPicture, W.VBox):
             W.HBox([self.auto, self.run_button, self.cancel_button, self.progress, self.status]),
             W.HBox([self.scale]),
         ])
-        super().__init__([controls, self.message, W.HBox([self.heatmap, self.details])])
+        super().__init__([controls, self.message, W.HBox([self.heatmap, self.details]),
+                          SliderKeys()])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-similarity-explorer")
         if result is not None:
