@@ -159,3 +159,16 @@ def test_a_folder_source_shows_its_path(vit, tmp_path):
     assert ex.source_choice.value == f"folder: {tmp_path}"
     assert "str" not in ex.source_choice.value.split(":")[0]
     assert ex.message.text == "" and len(ex.image.options) == 4
+
+
+# ----- 8: Fig 3 / C.5 lines dark enough to follow -----
+def test_attention_distance_lines_are_dark_and_points_outlined(vit, x16):
+    from vitlens.analyses import attention_distance
+
+    res = attention_distance(vit, x16[:4], batch_size=4)
+    spec = res.chart(kind="sorted").to_dict()
+    marks = {layer["mark"]["type"]: layer["mark"] for layer in spec["layer"]}
+    assert marks["line"]["opacity"] >= 0.8 and marks["line"]["strokeWidth"] >= 2
+    assert marks["circle"]["stroke"] == "white"
+    blocks = res.chart(kind="blocks").to_dict()["mark"]
+    assert blocks["opacity"] >= 0.9

@@ -235,7 +235,8 @@ class AttentionDistanceResult(Result):
         y = alt.Y("distance:Q", title="Mean distance (pixels)")
         tip = ["block:O", "head:O", alt.Tooltip("distance:Q", format=".2f"), "rank:O"]
         if kind == "blocks":
-            chart = alt.Chart(df).mark_circle(size=40, opacity=0.7).encode(
+            chart = alt.Chart(df).mark_circle(size=40, opacity=0.95, stroke="white",
+                                              strokeWidth=0.8).encode(
                 x=alt.X("block:O", title="Block"), y=y,
                 color=alt.Color("rank:O", title="Sorted head", scale=alt.Scale(scheme="viridis")),
                 tooltip=tip)
@@ -256,7 +257,9 @@ class AttentionDistanceResult(Result):
             color=alt.Color("label:N", title=None, sort=order,
                             scale=alt.Scale(scheme="tableau10")),
             tooltip=tip)
-        chart = base.mark_line(opacity=0.35) + base.mark_circle(size=60)
+        # Dark, solid lines and outlined points: blocks that overlap stay readable.
+        chart = (base.mark_line(opacity=0.9, strokeWidth=2.2)
+                 + base.mark_circle(size=55, opacity=1.0, stroke="white", strokeWidth=1))
         return chart.properties(width=width, height=height,
                                 title=title or f"Mean attention distance: {model}")
 
