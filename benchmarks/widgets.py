@@ -159,8 +159,11 @@ def bench_browser(out_dir: Path) -> dict:
         msg = "the browser test failed; see its output above"
         raise RuntimeError(msg)
     t = json.loads((art / "ui_timings.json").read_text())
+    live = json.loads((art / "live_timings.json").read_text())  # tests/ui/test_live.py
     return {"slider_to_redraw": _stats(t["slider_to_redraw_ms"]),
-            "heatmap_400_first_draw_ms": t["heatmap_400_first_draw_ms"]}
+            "heatmap_400_first_draw_ms": t["heatmap_400_first_draw_ms"],
+            "control_change_to_first_partial": _stats(live["control_change_to_first_partial_ms"]),
+            "control_change_to_cached_result_ms": live["control_change_to_cached_result_ms"]}
 
 
 def main() -> None:
