@@ -172,3 +172,12 @@ def test_attention_distance_lines_are_dark_and_points_outlined(vit, x16):
     assert marks["circle"]["stroke"] == "white"
     blocks = res.chart(kind="blocks").to_dict()["mark"]
     assert blocks["opacity"] >= 0.9
+
+
+def test_legend_ticks_have_two_or_three_decimals():
+    from vitlens.widgets._static import tick
+
+    assert [tick(v, 1.0) for v in (1.0, 0.5, 0.0003)] == ["1.00", "0.50", "0.00"]
+    assert [tick(v, 0.5) for v in (0.4843, 0.2421, -0.0332)] == ["0.484", "0.242", "-0.033"]
+    assert tick(0.0581, 0.001) == "0.05810"  # a narrow range keeps its digits
+    assert tick(12345.0, 100.0) == "1.23e+04"

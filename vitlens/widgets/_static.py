@@ -64,7 +64,7 @@ def tick(v: float, span: float = 1.0) -> str:
     import math
 
     a = abs(v)
-    if a and (a < 1e-3 or a >= 1e4):
+    if a >= 1e4 or (a and a < 1e-3 and span < 1e-2):
         return f"{v:.2e}"
     digits = 2 if span >= 1 else 3 if span >= 0.01 else min(6, 2 - math.floor(math.log10(span)))
     return f"{v:.{digits}f}"

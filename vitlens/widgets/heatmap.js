@@ -13,7 +13,7 @@ function fmt(v) {
 // Legend ticks: 2 or 3 decimals; more only for a range narrower than 0.01.
 function tickFmt(v, span) {
   const a = Math.abs(v);
-  if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(2);
+  if (a >= 1e4 || (a !== 0 && a < 1e-3 && span < 1e-2)) return v.toExponential(2);
   const digits = span >= 1 ? 2 : span >= 0.01 ? 3 : Math.min(6, 2 - Math.floor(Math.log10(span)));
   return v.toFixed(digits);
 }

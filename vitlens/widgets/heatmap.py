@@ -154,7 +154,7 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
         colours = colourize(m[::-1] if self.origin == "lower" else m, lo, hi, self.colormap)
         side = max(120, int(self.size))
         cells = Image.fromarray(colours).resize((side, side), Image.NEAREST)
-        left, bottom = 126, 96
+        left, bottom = 150, 150
         img, draw, y0 = canvas(left + side + 120, side + bottom + 8, self.title)
         img.paste(cells, (left, y0 + 4))
         font = _font(10)
@@ -162,14 +162,14 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
         for i in range(0, rows, step_r):
             r = rows - 1 - i if self.origin == "lower" else i
             yy = y0 + 4 + (r + 0.5) * side / rows
-            draw.text((left - 4, yy), str(self.row_labels[i])[-18:], fill=(50, 50, 50),
+            draw.text((left - 4, yy), _short(str(self.row_labels[i])), fill=(50, 50, 50),
                       font=font, anchor="rm")
         labels = Image.new("RGB", (bottom - 18, side), (255, 255, 255))
         from PIL import ImageDraw
 
         ld = ImageDraw.Draw(labels)
         for j in range(0, cols, step_c):
-            ld.text((bottom - 20, (j + 0.5) * side / cols), str(self.col_labels[j])[-14:],
+            ld.text((bottom - 20, (j + 0.5) * side / cols), _short(str(self.col_labels[j])),
                     fill=(50, 50, 50), font=font, anchor="rm")
         labels = labels.rotate(90, expand=True)
         img.paste(labels, (left, y0 + side + 6))
@@ -179,7 +179,7 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
             strip = Image.new("RGB", (side, 16), (255, 255, 255))
             ImageDraw.Draw(strip).text((side // 2 - 40, 1), self.row_title, fill=(20, 20, 20),
                                        font=_font(11))
-            img.paste(strip.rotate(90, expand=True), (left - 108, y0 + 4))
+            img.paste(strip.rotate(90, expand=True), (left - 146, y0 + 4))
         legend(draw, left + side + 16, y0 + 4, min(200, side - 40), lo, hi, self.colormap,
                self.value_label)
         if self.message:
@@ -189,6 +189,11 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
     def __repr__(self) -> str:
         rows, cols = self.shape
         return f"HeatmapView({rows}×{cols}, selected={self.selected})"
+
+
+def _short(label: str, most: int = 22) -> str:
+    """A label cut from the front (the end names the layer), marked with an ellipsis."""
+    return label if len(label) <= most else "…" + label[-(most - 1):]
 
 
 def _numbered(n: int) -> list[str]:
