@@ -55,7 +55,9 @@ print(images)
 cards = []
 for name in vitlens.zoo.names():
     card = vitlens.zoo.card(name)
-    cards.append({"model": f"vitlens/{name}", "test accuracy": round(card["test_accuracy"], 3),
+    acc = card["test_accuracy"]  # None for the self-supervised backbone (no classifier)
+    cards.append({"model": f"vitlens/{name}",
+                  "test accuracy": "-" if acc is None else f"{acc:.3f}",
                   "stands in for": card.get("stands_in_for", "")})
 pd.DataFrame(cards)
 
