@@ -116,7 +116,7 @@ def zoo_accuracy(name: Any) -> float | None:
         return None
     try:
         return float(zoo.card(name)["test_accuracy"])
-    except (FileNotFoundError, KeyError):
+    except (FileNotFoundError, KeyError, TypeError):  # TypeError: no classifier (vit-mim)
         return None
 
 

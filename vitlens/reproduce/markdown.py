@@ -93,9 +93,15 @@ def _models_table() -> str:
     lines = ["| zoo model | test accuracy | stands in for |", "|---|---|---|"]
     for name in zoo.names():
         try:
-            acc = fmt(100 * float(zoo.card(name)["test_accuracy"]), 1) + "%"
-        except (FileNotFoundError, KeyError):
+            card = zoo.card(name)
+        except FileNotFoundError:
+            card = None
+        if card is None:
             acc = "not trained"
+        elif card.get("test_accuracy") is None:  # self-supervised: no classifier
+            acc = f"masked-patch loss {fmt(card['test']['loss'])} (no classifier)"
+        else:
+            acc = fmt(100 * float(card["test_accuracy"]), 1) + "%"
         lines.append(f"| `vitlens/{name}` | {acc} | {SPECS[name].get('stands_in_for', '')} |")
     return "\n".join(lines) + "\n"
 
