@@ -25,11 +25,13 @@ MIN_CONTRAST = 0.05
 MIN_CONTRAST_GAP = 0.05
 
 _WHY = {
-    "Fig 9, D.1": "the CLS ViT's high-layer tokens no longer single out their own patch",
-    "Fig 10, D.2": "we think our GAP ViT is too shallow to spread the small, randomly placed "
-                   "object to every token: its top tokens are still local features of their own "
-                   "patch",
-    "Fig 10, D.3": "the ResNet's last unit keeps positions tied to their own region",
+    "Fig 9, D.1": "the top blocks of our CLS ViT attend globally (notebook 02), so its high-layer "
+                  "tokens mix and keep little of their own patch; random-init ViTs, whose tokens "
+                  "stay mostly their own patch embedding, score far higher (the control column)",
+    "Fig 10, D.2": "the CLS ViT's own tokens are barely localized (Fig 9), so there is no "
+                   "localization for the GAP ViT to lack",
+    "Fig 10, D.3": "the CLS ViT's own tokens are barely localized (Fig 9), so there is no "
+                   "localization for the ResNet to lack",
 }
 
 

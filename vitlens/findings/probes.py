@@ -117,5 +117,7 @@ def linear_probes(cls_probe, gap_probe=None, small_data_probe=None) -> list[Find
             f"{cls_probe.meta.get('model')} {fmt(full)}, "
             f"{small_data_probe.meta.get('model')} {fmt(small)}"
             + ("" if enough else f"; fewer than {MIN_SEEDS} seeds: not judged"),
-            why_not="the small-data model's middle layers are about as linearly separable"))
+            why_not="the middle layers of the model without (large-scale) pretraining are about "
+                    "as linearly separable at this few-shot budget: our masked-patch pretraining "
+                    "on 20 photos does not give the paper's 30-point gap"))
     return rows
