@@ -19,6 +19,7 @@ from .distributed import resolve_device
 from .models.labels import model_label
 from .results.similarity import SimilarityResult
 from .similarity.run import PRECISIONS, CKARun, LayerSpec
+from .similarity.run import cka as _run_cka
 
 __all__ = ["PRECISIONS", "CKARun", "cka", "cka_stream", "model_label", "resolve_device"]
 
@@ -107,13 +108,7 @@ def cka(model_a: str | nn.Module, images: Any, model_b: str | nn.Module | None =
     Returns:
         A :class:`SimilarityResult` with ``.matrix`` of shape (L_a, L_b).
     """
-    run = CKARun(model_a, images, model_b, layers_a=layers_a, layers_b=layers_b,
-                 token_mode=token_mode, batch_size=batch_size, device=device,
-                 n_images=n_images, images_b=images_b, cache=cache, precision=precision,
-                 distributed=distributed)
-    hit = run.cached()
-    if hit is not None:
-        return hit
-    for _ in run.steps(progress):
-        pass
-    return run.finish()
+    return _run_cka(model_a, images, model_b, layers_a=layers_a, layers_b=layers_b,
+                    token_mode=token_mode, batch_size=batch_size, device=device,
+                    progress=progress, n_images=n_images, images_b=images_b, cache=cache,
+                    precision=precision, distributed=distributed)
