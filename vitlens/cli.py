@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import VitlensError
+from .outputs import CKA_OUTPUTS
+from .outputs import check_out as _check_out
+from .outputs import mark_out as _mark_out
 
 
 def _layers(value: str | None) -> str | list[str] | None:
@@ -37,6 +39,8 @@ def _add_cka(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-b", default=None, help="second model (default: model A itself)")
     p.add_argument("--images", required=True, help="a folder of images, or 'samples'")
     p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace cka.npz/png/svg in --out even if vitlens did not write them")
     p.add_argument("--layers-a", default=None, help="'blocks' (default), 'all', a kind, or names, comma-separated")
     p.add_argument("--layers-b", default=None, help="as --layers-a, for model B")
     p.add_argument("--token-mode", default="flatten",
@@ -82,24 +86,6 @@ def _load(name: str, weights: str | None, random_init: bool, seed: int = 0,
         raise WeightsUnavailableError(msg) from err
 
 
-def _check_out(out: Path) -> None:
-    """Refuse an ``--out`` that can't be a folder, before any work is done."""
-    if out.exists() and not out.is_dir():
-        msg = (f"--out {str(out)!r} is an existing file, not a folder; pass a folder (it is "
-               "created if missing), e.g. --out results/")
-        raise ValueError(msg)
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                msg = f"--out {str(out)!r} cannot be created: {str(parent)!r} is a file"
-                raise ValueError(msg)
-            break
-    target = out if out.exists() else next(p for p in out.parents if p.exists())
-    if not os.access(target, os.W_OK | os.X_OK):
-        msg = f"--out {str(out)!r} is not writable ({str(target)!r} denies writing); pick another folder"
-        raise ValueError(msg)
-
-
 def _check_device(device: str | None) -> None:
     """Refuse a ``--device`` this machine does not have, before any work is done."""
     if device is None:
@@ -133,7 +119,7 @@ def _run_cka(args: argparse.Namespace) -> int:
     from .datasets import FolderImages, samples
     from .figures import save_chart
 
-    _check_out(args.out)
+    _check_out(args.out, CKA_OUTPUTS, args.overwrite)
     _check_device(args.device)
     # a missing or empty folder fails here, before any model is loaded
     images = samples(args.samples) if args.images == "samples" else FolderImages(args.images)
@@ -149,7 +135,7 @@ def _run_cka(args: argparse.Namespace) -> int:
                  cache=not args.no_cache, precision=args.precision)
     if not distributed.is_main():  # under torchrun, rank 0 writes
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
+    _mark_out(args.out)
     path = result.save(args.out / "cka.npz")
     figs = save_chart(result.chart(), args.out / "cka")
     print(f"wrote {path}, {', '.join(str(f) for f in figs)}")
@@ -159,6 +145,9 @@ def _run_cka(args: argparse.Namespace) -> int:
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reproduce", help="run every analysis of the paper on the offline zoo")
     p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace FINDINGS.md, findings.json, figures/ and results/ in --out even "
+                        "if vitlens did not write them")
     p.add_argument("--quick", action="store_true", help="fewer images, for a smoke run")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_reproduce)
@@ -167,8 +156,9 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
 def _run_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
 
-    _check_out(args.out)
-    reproduce(args.out, quick=args.quick, progress=not args.no_progress)
+    # reproduce() checks --out before any work (vitlens.outputs)
+    reproduce(args.out, quick=args.quick, progress=not args.no_progress,
+              overwrite=args.overwrite)
     return 0
 
 

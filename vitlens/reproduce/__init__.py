@@ -152,7 +152,7 @@ def write_outputs(groups: list[Group], out: str | os.PathLike, *, settings: Sett
 
 
 def reproduce(out: str | os.PathLike, *, quick: bool = False, progress: bool = True,
-              model_names: Mapping[str, Any] | None = None) -> Path:
+              model_names: Mapping[str, Any] | None = None, overwrite: bool = False) -> Path:
     """Run every analysis on the offline zoo and write results, figures and FINDINGS.md.
 
     Args:
@@ -160,11 +160,18 @@ def reproduce(out: str | os.PathLike, *, quick: bool = False, progress: bool = T
         quick: Fewer images (:data:`QUICK`), for a smoke run; the verdicts are then noisier.
         progress: Show progress bars.
         model_names: Models by role, to override the zoo (see :func:`models`).
+        overwrite: Replace outputs in ``out`` that vitlens did not write (see
+            :mod:`vitlens.outputs`); by default such files stop the run before any work.
 
     Returns:
         The path of ``FINDINGS.md``.
     """
     from .. import distributed
+    from ..outputs import REPRODUCE_OUTPUTS, check_out, mark_out
+
+    check_out(Path(out), REPRODUCE_OUTPUTS, overwrite)
+    if distributed.is_main():
+        mark_out(Path(out))
 
     settings = QUICK if quick else FULL
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -67,9 +68,15 @@ class Result:
         payload = {f"a_{k}": v for k, v in self.arrays.items()}
         payload["__meta__"] = np.frombuffer(json.dumps(header, default=_json_default).encode(),
                                             dtype=np.uint8)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez_compressed(tmp, **payload)
-        os.replace(tmp, path)
+        # a temporary name of its own (never a user's file), moved into place when complete
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez_compressed(f, **payload)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
