@@ -45,6 +45,11 @@ def test_control_models_share_copies_between_roles_of_one_model():
     M = {"vit": "vitlens/vit-cls", "vit_zoo": "vitlens/vit-cls", "resnet": "vitlens/resnet"}
     C = control_models(M, 0)
     assert C["vit"] is C["vit_zoo"] and C["resnet"] is not C["vit"]
+    a, b = random_init("vitlens/vit-cls", 5), random_init("vitlens/vit-cls", 6)
+    D = control_models({"x": a, "y": b, "z": a}, 0)  # two modules of one class
+    w = "blocks.0.attn.qkv.weight"
+    assert D["x"] is D["z"]
+    assert not torch.equal(D["x"].state_dict()[w], D["y"].state_dict()[w])
 
 
 def test_random_init_models_turn_verdicts_inconclusive():

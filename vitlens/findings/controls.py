@@ -27,7 +27,7 @@ def _seed(seed: int, key: str) -> int:
     return (int(seed) * 1_000_003 + zlib.crc32(key.encode())) % (2**31 - 1)
 
 
-def random_init(model: str | nn.Module, seed: int = 0) -> nn.Module:
+def random_init(model: str | nn.Module, seed: int = 0, *, key: str | None = None) -> nn.Module:
     """A random-init copy of ``model``'s architecture, in eval mode.
 
     Args:
@@ -35,12 +35,15 @@ def random_init(model: str | nn.Module, seed: int = 0) -> nn.Module:
             is downloaded) or a module (deep-copied, then every submodule with
             ``reset_parameters`` is re-initialised, and timm's ``init_weights`` when present).
         seed: Seeds the initialisation (together with the model's name).
+        key: What the seed is combined with instead of the name (a module's default is its
+            class name).
 
     Raises:
         ValueError: a module whose parameters cannot be re-initialised (no submodule has
             ``reset_parameters`` and it has no ``init_weights``).
     """
-    key = model if isinstance(model, str) else type(model).__name__
+    if key is None:
+        key = model if isinstance(model, str) else type(model).__name__
     state = torch.random.get_rng_state()
     try:
         torch.manual_seed(_seed(seed, key))
@@ -76,8 +79,9 @@ def control_models(models: Mapping[str, Any], seed: int = 0) -> dict[str, nn.Mod
     out = {}
     for role, m in models.items():
         key = m if isinstance(m, str) else id(m)
-        if key not in made:
-            made[key] = random_init(m, seed)
+        if key not in made:  # modules: each its own init, even two of one class
+            made[key] = random_init(m, seed, key=None if isinstance(m, str) else
+                                    f"{type(m).__name__}#{len(made)}")
         out[role] = made[key]
     return out
 
