@@ -15,6 +15,7 @@ import torch
 from tiny_models import make_tiny, random_images
 
 import vitlens
+import vitlens.similarity.run as _cka_run
 from vitlens import cache as vcache
 from vitlens.api import cka_stream
 from vitlens.cli import main
@@ -22,19 +23,8 @@ from vitlens.cli import main
 HERE = Path(__file__).parent
 
 
-def _run_module():
-    """The module that runs vitlens.cka (its name moved in a refactor)."""
-    import importlib
-
-    for name in ("vitlens.similarity.run", "vitlens._cka_run"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ImportError("no vitlens CKA run module")
 
 
-_cka_run = _run_module()
 
 
 class Counter:
@@ -218,13 +208,7 @@ import numpy as np, torch
 sys.path.insert(0, {tests!r})
 from tiny_models import make_tiny, random_images
 import vitlens
-import importlib
-for name in ("vitlens.similarity.run", "vitlens._cka_run"):
-    try:
-        _cka_run = importlib.import_module(name)
-        break
-    except ImportError:
-        continue
+import vitlens.similarity.run as _cka_run
 _cka_run.CHECKPOINT_EVERY_S = 0.0   # checkpoint after every batch
 vit, cnn = make_tiny("vit"), make_tiny("resnet")
 seen = []

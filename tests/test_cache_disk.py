@@ -4,7 +4,6 @@ the way, and reads that write nothing (issue 11, defects 2 and 5)."""
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import subprocess
 import sys
@@ -17,20 +16,13 @@ import pytest
 from tiny_models import make_tiny, random_images
 
 import vitlens
+import vitlens.similarity.run as cka_run
 from vitlens import cache as vcache
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 
 
-def run_module():
-    """The module that runs vitlens.cka (its name moves between refactors)."""
-    for name in ("vitlens.similarity.run", "vitlens._cka_run"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ImportError("no vitlens CKA run module")
 
 
 def _env() -> dict[str, str]:
@@ -143,7 +135,7 @@ def _run_on(root: Path, monkeypatch, problem: str, n: int = 16):
     """Run vitlens.cka with its cache at ``root``: the right result, exactly one warning
     that names ``problem`` and the fixes, and no temporary file left."""
     monkeypatch.setenv("VITLENS_CACHE_DIR", str(root))
-    monkeypatch.setattr(run_module(), "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint every batch
+    monkeypatch.setattr(cka_run, "CHECKPOINT_EVERY_S", 0.0)  # a checkpoint every batch
     vit = make_tiny("vit")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

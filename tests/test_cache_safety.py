@@ -3,7 +3,6 @@ entry, and misses after any change to a model's structure (issue 11, defects 1, 
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -16,17 +15,8 @@ from tiny_models import make_tiny, random_images
 from torch import nn
 
 import vitlens
+import vitlens.similarity.run as cka_run
 from vitlens import cache as vcache
-
-
-def run_module():
-    """The module that runs vitlens.cka (its name moves between refactors)."""
-    for name in ("vitlens.similarity.run", "vitlens._cka_run"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    raise ImportError("no vitlens CKA run module")
 
 
 class Counter:
@@ -204,7 +194,7 @@ def _interrupted_checkpoint(vit, images):
 
 @pytest.mark.parametrize("how", ["truncated", "random_bytes", "foreign_state", "other_key"])
 def test_bad_checkpoint_is_a_fresh_start(how, monkeypatch):
-    monkeypatch.setattr(run_module(), "CHECKPOINT_EVERY_S", 3600.0)
+    monkeypatch.setattr(cka_run, "CHECKPOINT_EVERY_S", 3600.0)
     vit = make_tiny("vit")
     images = random_images(16)
     reference = vitlens.cka(vit, images, batch_size=4, progress=False, cache=False)
