@@ -172,6 +172,29 @@ def test_finetune_similarity_per_domain(tmp_path):
     res.chart().to_dict()
 
 
+def test_finetune_similarity_one_model_per_domain(tmp_path):
+    """App. G's comparison: a near fine-tune measured on near images, a distant one on distant
+    images; the labels must match the domains'."""
+    before, near, distant = _tiny_vit(seed=0), _tiny_vit(seed=0), _tiny_vit(seed=0)
+    with torch.no_grad():
+        for p in distant.blocks[2].parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    doms = {"near": _pixels(24, 0), "distant": _pixels(24, 1) * 3}
+    res = finetune_similarity(before, {"distant": distant, "near": near}, doms, progress=False)
+    assert res.rows == ["near", "distant"]
+    np.testing.assert_allclose(res.cka[0], 1.0, atol=1e-9)  # near: an unchanged copy
+    np.testing.assert_allclose(res.cka[1, :2], 1.0, atol=1e-9)
+    x = doms["distant"]
+    b2 = _hooked(before, [before.blocks[2]], x)[0]
+    a2 = _hooked(distant, [distant.blocks[2]], x)[0]
+    assert res.cka[1, 2] == pytest.approx(_cka(a2, b2), rel=1e-5, abs=1e-6)
+    assert res.cka[1, 2] < 0.999
+    assert set(res.meta["after"]) == {"near", "distant"}
+    assert load_result(res.save(tmp_path / "ft2")).meta["after"] == res.meta["after"]
+    with pytest.raises(ValueError, match="same labels"):
+        finetune_similarity(before, {"near": near}, doms, progress=False)
+
+
 # -- MLP-Mixer ------------------------------------------------------------------------------
 def test_mixer_comparison(tmp_path):
     mixer, vit, rn = make_tiny("mixer"), make_tiny("vit"), make_tiny("resnet")

@@ -383,11 +383,24 @@ def test_data_scale_and_finetuning_flip():
     ds = _blocks(DataScaleResult, [[0.9, 0.85, 0.5, 0.3], [0.95, 0.9, 0.6, 0.5],
                                    [0.97, 0.95, 0.8, 0.7]], ["3%", "10%", "30%"])
     ft = _blocks(FinetuneResult, [[0.99, 0.98, 0.95, 0.9, 0.85, 0.8],
-                                  [0.95, 0.9, 0.8, 0.6, 0.5, 0.4]], ["domain 0", "domain 1"])
-    rows = F.data_scale_and_finetuning(ds, ft)
+                                  [0.95, 0.9, 0.8, 0.6, 0.5, 0.4]], ["near", "distant"])
+    rows = F.data_scale_and_finetuning(ds, ft, near="near", distant="distant")
     assert all(r.reproduced for r in rows), [str(r) for r in rows]
     assert _by_figure(rows, "lower half - upper half").value == pytest.approx(0.875 - 0.4)
-    assert _by_figure(rows, "lowest 2 blocks").value == pytest.approx(0.925)
+    # preserved: the near fine-tune's lowest third; the distant one's is only in the note
+    assert _by_figure(rows, "lowest 2 blocks").value == pytest.approx(0.985)
+    assert "0.925" in _by_figure(rows, "lowest 2 blocks").note
+    assert _by_figure(rows, "distant - near").value == pytest.approx(
+        np.mean(1 - ft.cka[1]) - np.mean(1 - ft.cka[0]))
+    # a strict rise of near-equal values (random-init CKAs) is order noise: the rise decides
+    tiny = _blocks(DataScaleResult, [[0.99, 0.99, 0.99, 0.997], [0.99, 0.99, 0.99, 0.998],
+                                     [0.99, 0.99, 0.99, 0.999]], ["3%", "10%", "30%"])
+    rise = _by_figure(F.data_scale_and_finetuning(tiny, None), "30% data - 3%")
+    assert rise.value == pytest.approx(0.002) and not rise.passes
+    assert _by_figure(rows, "30% data - 3%").value == pytest.approx(0.7 - 0.3)
+    swapped = _blocks(FinetuneResult, ft.cka[::-1], ["near", "distant"])
+    rows_s = F.data_scale_and_finetuning(None, swapped, near="near", distant="distant")
+    assert not _by_figure(rows_s, "distant - near").reproduced  # the near one changed more
     ds2 = _blocks(DataScaleResult, [[0.3, 0.5, 0.85, 0.9], [0.95, 0.9, 0.6, 0.5],
                                     [0.97, 0.95, 0.8, 0.2]], ["3%", "10%", "30%"])
     ft2 = _blocks(FinetuneResult, [[0.5, 0.5, 0.5, 0.5, 0.5, 0.5],

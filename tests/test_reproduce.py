@@ -256,7 +256,8 @@ def test_parameter_cell_switches_every_role():
     assert p["resnet"] == "resnetv2_50x1_bit.goog_in21k"
     assert p["mixer"] == "mixer_b16_224.goog_in21k"
     # models without a public counterpart stay on the zoo, with a zoo reference
-    for role in ("vit_noskip", "vit_3pct", "vit_10pct", "vit_30pct", "vit_zoo"):
+    for role in ("vit_noskip", "vit_3pct", "vit_10pct", "vit_30pct", "vit_60pct", "vit_zoo",
+                 "vit_ft_base", "vit_ft_near", "vit_ft"):
         assert p[role] == z[role]
     with pytest.raises(ValueError, match="choose 'zoo'"):
         models("imagenet")

@@ -17,7 +17,8 @@ from vitlens.zoo._specs import NOSKIP_BLOCK, WEIGHTS_DIR
 
 EXPECTED = [
     "vit-mim", "vit-cls", "vit-gap", "vit-sup", "resnet", "mixer", "vit-cls-3pct",
-    "vit-cls-10pct", "vit-cls-30pct", f"vit-noskip-{NOSKIP_BLOCK}", "vit-cls-ft",
+    "vit-cls-10pct", "vit-cls-30pct", "vit-cls-60pct", f"vit-noskip-{NOSKIP_BLOCK}",
+    "vit-cls-ft", "vit-cls-ft-near",
 ]  # fmt: skip
 PRETRAINED = ("vit-mim",)  # self-supervised: no classifier, a masked-patch test loss instead
 
@@ -49,7 +50,8 @@ def test_cards_show_the_expected_orderings():
     acc = {n: card(n)["test_accuracy"] for n in names() if n not in PRETRAINED}
     for full in ("vit-cls", "vit-gap", "vit-sup", "resnet", "mixer"):
         assert acc[full] > 0.5, (full, acc[full])  # chance is 0.1
-    assert acc["vit-cls-3pct"] < acc["vit-cls-10pct"] < acc["vit-cls-30pct"] < acc["vit-sup"]
+    fractions = ("vit-cls-3pct", "vit-cls-10pct", "vit-cls-30pct", "vit-cls-60pct", "vit-sup")
+    assert [acc[n] for n in fractions] == sorted(acc[n] for n in fractions)
     assert acc[f"vit-noskip-{NOSKIP_BLOCK}"] < acc["vit-sup"]
     for name in ("vit-cls", "vit-gap"):  # same data and steps, from the pretrained backbone
         c = card(name)
@@ -58,6 +60,10 @@ def test_cards_show_the_expected_orderings():
     ft = card("vit-cls-ft")["test_accuracy_by_domain"]
     base = card("vit-cls")["test_accuracy_by_domain"]
     assert ft["1"] > base["1"]  # fine-tuning helped on the new domain
+    near = card("vit-cls-ft-near")
+    assert near["init_from"] == "vit-cls" and near["dataset"]["domain"] == 0
+    assert near["dataset"]["seed"] != card("vit-cls")["dataset"]["seed"]  # new images
+    assert near["steps"] == card("vit-cls-ft")["steps"]  # the same recipe as the distant one
 
 
 def test_bundled_weights_fit_the_budget():

@@ -5,13 +5,18 @@ Thresholds, fixed before any result was seen:
 - Fig 12 low vs high: for the model with the least data (the first row), mean per-block CKA
   with the full-data model over the lower half of the blocks minus the upper half at least
   :data:`MIN_LOW_HIGH_GAP`.
-- Fig 12 data helps high layers: the top block's CKA with the full-data model rises strictly
-  with the amount of data (Spearman's rho between row order and it at least
-  :data:`MIN_DATA_RHO`, i.e. 1: with three fractions a rho of 0.5 still allowed an inversion).
+- Fig 12 data helps high layers: the top block's CKA with the full-data model rises by at
+  least :data:`MIN_TOP_RISE` from the least to the most data, and strictly with the amount of
+  data (Spearman's rho between row order and it at least :data:`MIN_DATA_RHO`, i.e. 1: with
+  three fractions a rho of 0.5 still allowed an inversion). The rise carries the margin: the
+  order of near-equal values (random-init CKAs differ by about 0.001) is noise.
 - App. G preserved: mean CKA (before vs after fine-tuning) over the lowest third of the
-  blocks, on the fine-tuning domain, at least :data:`MIN_PRESERVED_CKA`.
-- App. G domains: mean change (1 - CKA) over blocks, distant domain minus near domain,
-  above :data:`MIN_DOMAIN_CHANGE`.
+  blocks, for the fine-tune on the near domain (the paper's App. G model is fine-tuned on
+  natural images, ImageNet after JFT), on that domain's images, at least
+  :data:`MIN_PRESERVED_CKA`; the distant fine-tune's value is given in the note.
+- App. G domains: mean change (1 - CKA) over blocks, the fine-tune on the distant domain
+  (measured on its images) minus the fine-tune on the near domain (on its images), above
+  :data:`MIN_DOMAIN_CHANGE`.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import numpy as np
 from ._core import Finding, finding, fmt, halves, nanmean, spearman
 
 __all__ = ["MIN_DATA_RHO", "MIN_DOMAIN_CHANGE", "MIN_LOW_HIGH_GAP", "MIN_PRESERVED_CKA",
+           "MIN_TOP_RISE",
            "data_scale_and_finetuning"]
 
 MIN_LOW_HIGH_GAP = 0.05
 MIN_DATA_RHO = 1.0
+MIN_TOP_RISE = 0.05
 MIN_PRESERVED_CKA = 0.8
 MIN_DOMAIN_CHANGE = 0.01
 
@@ -43,9 +50,11 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
     Args:
         data_scale: :class:`~vitlens.analyses.DataScaleResult` with rows ordered from the
             least to the most data (e.g. 3%, 10%, 30%).
-        finetune: :class:`~vitlens.analyses.FinetuneResult` with one row per image domain.
-        near, distant: Its row labels for images like the pretraining data and for the
-            distant domain the model was fine-tuned on (default: the first and last row).
+        finetune: :class:`~vitlens.analyses.FinetuneResult` with a row for the fine-tune on a
+            near domain and one for the fine-tune on a distant domain, each measured on its
+            own domain's images (``finetune_similarity(before, {near: ..., distant: ...},
+            images_by_domain)``).
+        near, distant: Its row labels (default: the first and the last row).
     """
     rows: list[Finding] = []
     if data_scale is not None:
@@ -62,24 +71,30 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
                     "as the upper ones"))
         top = cka[:, -1]
         rho = spearman(np.arange(len(top)), top)
+        rise = float(top[-1] - top[0])
         rows.append(finding(
             "Fig 12", "high layers need more data to match the full-data model",
-            "Spearman rho, amount of data vs top block's CKA with the full-data ViT", rho,
-            f">= {MIN_DATA_RHO} (a strict rise)", rho >= MIN_DATA_RHO - 1e-12,
-            ", ".join(f"{r}: {fmt(v)}" for r, v in zip(data_scale.rows, top, strict=True)),
-            why_not="the top block does not become more similar to the full-data model with "
-                    "more data"))
+            f"top block's CKA with the full-data ViT: {data_scale.rows[-1]} data - "
+            f"{data_scale.rows[0]}", rise,
+            f">= {MIN_TOP_RISE}, with a strict rise (Spearman rho(data, CKA) = {MIN_DATA_RHO:g})",
+            rise >= MIN_TOP_RISE and rho >= MIN_DATA_RHO - 1e-12,
+            f"Spearman rho {fmt(rho, 2)}; "
+            + ", ".join(f"{r}: {fmt(v)}" for r, v in zip(data_scale.rows, top, strict=True)),
+            why_not="the top block does not become steadily more similar to the full-data "
+                    "model with more data"))
     if finetune is not None:
         near = near if near is not None else finetune.rows[0]
         distant = distant if distant is not None else finetune.rows[-1]
         dn, dd = _row(finetune, near), _row(finetune, distant)
         k = max(1, len(dd) // 3)
-        low = nanmean(dd[:k])
+        low, low_d = nanmean(dn[:k]), nanmean(dd[:k])
         rows.append(finding(
             "App. G", "fine-tuning preserves the lower blocks",
-            f"mean CKA before vs after fine-tuning, lowest {k} blocks ({distant})", low,
+            f"mean CKA before vs after fine-tuning, lowest {k} blocks ({near})", low,
             f">= {MIN_PRESERVED_CKA}", low >= MIN_PRESERVED_CKA,
-            "per block: " + ", ".join(fmt(v, 2) for v in dd),
+            "per block: " + ", ".join(fmt(v, 2) for v in dn) + f"; {distant} (not the "
+            f"verdict's): lowest {k} {fmt(low_d)}, per block "
+            + ", ".join(fmt(v, 2) for v in dd),
             why_not="fine-tuning moved even the lowest blocks"))
         change = nanmean(1 - dd) - nanmean(1 - dn)
         rows.append(finding(
@@ -87,7 +102,6 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
             f"mean change (1 - CKA) over blocks: {distant} - {near}", change,
             f"> {MIN_DOMAIN_CHANGE}", change > MIN_DOMAIN_CHANGE,
             f"{near} {fmt(nanmean(1 - dn))}, {distant} {fmt(nanmean(1 - dd))}",
-            why_not="the paper compares fine-tuning on a natural task with fine-tuning on a "
-                    "distant one; the zoo has one fine-tuned model (on the distant style), and "
-                    "measuring its change on images of each style asks a different question"))
+            why_not="fine-tuning on the distant domain changed the representations no more "
+                    "than fine-tuning on the near one"))
     return rows

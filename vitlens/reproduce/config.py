@@ -29,8 +29,11 @@ ROLES = {
     "vit_3pct": "the ViT trained on 3% of the data",
     "vit_10pct": "the ViT trained on 10% of the data",
     "vit_30pct": "the ViT trained on 30% of the data",
+    "vit_60pct": "the ViT trained on 60% of the data",
     "vit_noskip": "the ViT trained without the skip connections of one middle block",
-    "vit_ft": "the ViT after fine-tuning on a distant domain",
+    "vit_ft_base": "the ViT the two fine-tunes start from (App. G)",
+    "vit_ft_near": "that ViT after fine-tuning on a near domain (new images of its own style)",
+    "vit_ft": "that ViT after fine-tuning on a distant domain",
 }
 
 ZOO_MODELS = {
@@ -43,14 +46,19 @@ ZOO_MODELS = {
     "vit_3pct": "vitlens/vit-cls-3pct",
     "vit_10pct": "vitlens/vit-cls-10pct",
     "vit_30pct": "vitlens/vit-cls-30pct",
+    "vit_60pct": "vitlens/vit-cls-60pct",
     "vit_noskip": "vitlens/vit-noskip-3",
+    "vit_ft_base": "vitlens/vit-cls",
+    "vit_ft_near": "vitlens/vit-cls-ft-near",
     "vit_ft": "vitlens/vit-cls-ft",
 }
 
 #: The closest public checkpoints (PAPER.md). Roles without a public counterpart (the
 #: data-fraction ViTs and the no-skip ViT were trained by the paper's authors) keep the zoo
 #: model, and are compared with ``vit_zoo``, the zoo ViT of the same architecture. The GAP
-#: ViT has 4 register tokens, unlike the paper's.
+#: ViT has 4 register tokens, unlike the paper's. App. G keeps the zoo's three models: timm has
+#: a near-domain fine-tune of the in21k ViT (its ImageNet-1k one) but no distant-domain one,
+#: and the comparison needs both fine-tunes of one base.
 PRETRAINED_MODELS = {
     **ZOO_MODELS,
     "vit": "vit_base_patch16_224.augreg_in21k",
@@ -58,7 +66,6 @@ PRETRAINED_MODELS = {
     "resnet": "resnetv2_50x1_bit.goog_in21k",
     "mixer": "mixer_b16_224.goog_in21k",
     "vit_small_data": "vit_base_patch16_224.augreg_in1k",
-    "vit_ft": "vit_base_patch16_224.augreg_in21k_ft_in1k",
 }
 
 

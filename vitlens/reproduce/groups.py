@@ -210,15 +210,15 @@ def run_scale(M: Mapping[str, Any], s: Settings) -> Group:
     g = Group("07_data_scale_and_finetuning", "Dataset scale and fine-tuning", "Fig 12, App. G")
     images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
-    scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"]},
-                       M["vit_zoo"], images, **kw)
-    domains = {"domain 0 (pretraining style)": images,
-               "domain 1 (fine-tuning style)": test_images(s.n_images, domain=1)}
-    ft = finetune_similarity(M["vit"], M["vit_ft"], domains, **kw)
+    scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"],
+                        "60%": M["vit_60pct"]}, M["vit_zoo"], images, **kw)
+    near, distant = "near: domain 0 (new images)", "distant: domain 1"
+    ft = finetune_similarity(M["vit_ft_base"], {near: M["vit_ft_near"], distant: M["vit_ft"]},
+                             {near: images, distant: test_images(s.n_images, domain=1)}, **kw)
     g.results = {"data_scale": scale, "finetune": ft}
     g.charts = {"fig12_data_scale": scale.chart(title="Fig 12: per-block CKA with the 100% model"),
                 "figG1_finetuning": ft.chart(title="App. G: CKA before vs after fine-tuning")}
-    g.findings = F.data_scale_and_finetuning(scale, ft)
+    g.findings = F.data_scale_and_finetuning(scale, ft, near=near, distant=distant)
     return g
 
 

@@ -19,7 +19,8 @@ NOSKIP_BLOCK = 3
 # name -> how it is built and trained. ``arch`` picks the builder in ``architectures``;
 # ``objective`` is "classify" (default) or "masked-patches" (self-supervised pretraining on
 # crops of the bundled photos, see ``pretrain``); ``fraction`` is the share of the training
-# set used (same number of steps); ``domain`` the dataset domain; ``init_from`` a zoo model
+# set used (same number of steps); ``domain`` the dataset domain; ``train_seed`` the seed of
+# its training images (default 0: the shapes set every classifier uses); ``init_from`` a zoo model
 # to start from (``steps``/``lr`` default to the fine-tuning ones, unless set here);
 # ``layer_decay`` the layer-wise learning-rate decay of a fine-tuned pretrained ViT.
 SPECS: dict[str, dict[str, Any]] = {
@@ -56,6 +57,7 @@ SPECS: dict[str, dict[str, Any]] = {
     "vit-cls-3pct": {"arch": "vit-cls", "fraction": 0.03, "stands_in_for": "ViT on 3% of JFT"},
     "vit-cls-10pct": {"arch": "vit-cls", "fraction": 0.10, "stands_in_for": "ViT on 10% of JFT"},
     "vit-cls-30pct": {"arch": "vit-cls", "fraction": 0.30, "stands_in_for": "ViT on 30% of JFT"},
+    "vit-cls-60pct": {"arch": "vit-cls", "fraction": 0.60, "stands_in_for": "ViT on 60% of JFT"},
     f"vit-noskip-{NOSKIP_BLOCK}": {
         "arch": "vit-noskip",
         "noskip_block": NOSKIP_BLOCK,
@@ -66,6 +68,14 @@ SPECS: dict[str, dict[str, Any]] = {
         "domain": 1,
         "init_from": "vit-cls",
         "stands_in_for": "ViT fine-tuned on a distant domain (App. G)",
+    },
+    "vit-cls-ft-near": {
+        "arch": "vit-cls",
+        "domain": 0,
+        "train_seed": 1,
+        "init_from": "vit-cls",
+        "stands_in_for": "ViT fine-tuned on a near domain: new images of the style it was "
+        "trained on (App. G; ImageNet after JFT)",
     },
 }
 # Every ViT trained on the shapes (vit-cls, vit-gap, vit-sup, the data fractions, vit-noskip)
@@ -80,6 +90,7 @@ for _name in (
     "vit-cls-3pct",
     "vit-cls-10pct",
     "vit-cls-30pct",
+    "vit-cls-60pct",
     f"vit-noskip-{NOSKIP_BLOCK}",
 ):
     SPECS[_name]["n_train"] = CLS_TRAIN_N
@@ -88,6 +99,7 @@ for _spec in SPECS.values():
     _spec.setdefault("n_train", None)
     _spec.setdefault("fraction", 1.0)
     _spec.setdefault("domain", 0)
+    _spec.setdefault("train_seed", 0)
     _spec.setdefault("init_from", None)
 
 

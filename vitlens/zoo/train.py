@@ -6,7 +6,8 @@ Each run is seeded and reproducible on a given machine. It writes ``weights/<nam
 (fp16) and ``cards/<name>.json`` under ``--out`` (default: the package's own zoo folder). The
 card's ``test_accuracy`` is measured on a held-out test split, with the fp16 weights as
 shipped. The pct models use the first 3/10/30% of the same training set for the same number
-of steps; ``vit-cls-ft`` starts from ``vit-cls`` and fine-tunes on domain 1.
+of steps; ``vit-cls-ft`` starts from ``vit-cls`` and fine-tunes on domain 1 (a distant domain),
+``vit-cls-ft-near`` on new images of domain 0 (training seed 1: the near domain).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.05,
     "warmup_frac": 0.05,
     "n_train": None,  # full training set; None: steps x batch_size (one pass, no repeats)
-    "train_seed": 0,
     "test_n": 5_000,
     "test_seed": 10_000,  # never used for training
     "seed": 0,
@@ -199,7 +199,7 @@ def train_model(
 
     t0 = time.perf_counter()
     # a fraction is a prefix of the full set (the dataset is prefix-stable): render only it
-    x_train, y_train = _arrays("train", n_used, cfg["train_seed"], spec["domain"])
+    x_train, y_train = _arrays("train", n_used, spec["train_seed"], spec["domain"])
     torch.manual_seed(cfg["seed"])
     model = registry.create(short)
     if ft:
@@ -252,7 +252,7 @@ def train_model(
         "dataset": {
             "name": "vitlens.datasets.synthetic",
             "split": "train",
-            "seed": cfg["train_seed"],
+            "seed": spec["train_seed"],
             "domain": spec["domain"],
             "n": n_full,
             "fraction": spec["fraction"],
@@ -297,7 +297,7 @@ def train_model(
     }
     if "noskip_block" in spec:
         card["noskip_block"] = spec["noskip_block"]
-    if short in ("vit-cls", "vit-cls-ft"):  # both domains, for the fine-tuning analysis
+    if short in ("vit-cls", "vit-cls-ft", "vit-cls-ft-near"):  # both domains, for the fine-tuning analysis
         card["test_accuracy_by_domain"] = {
             str(d): round(
                 evaluate(shipped, n=test_n, seed=cfg["test_seed"], domain=d, device=dev), 4
