@@ -54,14 +54,16 @@ the package ({size:.1f} MB of fp16 safetensors) and load offline with
 {chr(10).join(rows)}
 
 ViTs: plain timm `VisionTransformer`s, 8-pixel patches (an 8×8 grid), width 64, 4 heads,
-depth 6, learned absolute position embeddings; no attention masks, relative biases, locality
+depth 6, learned absolute position embeddings drawn with a standard deviation of 0.2 (timm's
+default is 0.02: a scale, not a locality prior; random-init and supervised-only ViTs drawn this
+way have no local head, docs/ZOO.md round 3g); no attention masks, relative biases, locality
 losses, conv stems or distillation. **Why a pretrained ViT.** Classification of the shapes
 alone (and of photo crops) never gave a ViT of this size local attention heads; predicting
 masked patches of real photographs did, after a plateau: the paper ties local heads in low
 layers to pretraining data scale, so `vit-mim` stands in for JFT-scale pretraining and
 `vit-sup` (the same architecture, the same shapes data and steps as `vit-cls`, no
 pretraining) for the ImageNet-only ViTs. `vit-cls` and `vit-gap` fine-tune `vit-mim` with
-layer-wise learning-rate decay (0.75), which keeps the pretrained low blocks. Every setting
+the recipe, data and steps of `vit-sup`; its local block 0 survives the fine-tune. Every setting
 tried, with its accuracy and locality against the random-init control, is in
 [docs/ZOO.md](docs/ZOO.md). Caveats: the ResNet solves the task (its accuracy says nothing);
 the Mixer and the ResNet saw 64,000 images once, the ViTs 19,200 images about 3.3 times;

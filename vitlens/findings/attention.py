@@ -105,9 +105,8 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
                  if per_block[i] > np.nanmin(per_block[i + 1:]) + 1.0]
         why_trend = (f"the upper blocks are more global, but the order breaks: block(s) "
                      f"{', '.join(map(str, above))} look farther than a block above them "
-                     f"({', '.join(fmt(v, 1) for v in per_block)} px). In our ViT block 0 "
-                     "stays global through pretraining and the first local heads are in "
-                     "block 1, so the distance is U-shaped rather than rising")
+                     f"({', '.join(fmt(v, 1) for v in per_block)} px), so the distance "
+                     "does not rise steadily with depth")
     rows.append(finding(
         "Fig 3, 4", "attention becomes more global with depth",
         "mean head distance, upper half of the blocks - lower half (px)", rise,

@@ -22,7 +22,8 @@ NOSKIP_BLOCK = 3
 # set used (same number of steps); ``domain`` the dataset domain; ``train_seed`` the seed of
 # its training images (default 0: the shapes set every classifier uses); ``init_from`` a zoo model
 # to start from (``steps``/``lr`` default to the fine-tuning ones, unless set here);
-# ``layer_decay`` the layer-wise learning-rate decay of a fine-tuned pretrained ViT.
+# ``layer_decay`` an optional layer-wise learning-rate decay of a fine-tuned pretrained ViT
+# (BEiT/MAE practice; tried in docs/ZOO.md, unused by the bundled zoo).
 SPECS: dict[str, dict[str, Any]] = {
     "vit-mim": {
         "arch": "vit-mim",
@@ -35,7 +36,6 @@ SPECS: dict[str, dict[str, Any]] = {
         "init_from": "vit-mim",
         "steps": 2000,
         "lr": 1e-3,
-        "layer_decay": 0.75,
         "stands_in_for": "ViT-B/16 (CLS token), pretrained at scale, then trained on the task",
     },
     "vit-gap": {
@@ -43,7 +43,6 @@ SPECS: dict[str, dict[str, Any]] = {
         "init_from": "vit-mim",
         "steps": 2000,
         "lr": 1e-3,
-        "layer_decay": 0.75,
         "stands_in_for": "ViT-B/16 trained with global average pooling (same pretraining, "
         "data and steps as vit-cls)",
     },
