@@ -59,7 +59,7 @@ default is 0.02: a scale, not a locality prior; random-init and supervised-only 
 way have no local head, docs/ZOO.md round 3g); no attention masks, relative biases, locality
 losses, conv stems or distillation. **Why a pretrained ViT.** Classification of the shapes
 alone (and of photo crops) never gave a ViT of this size local attention heads; predicting
-masked patches of real photographs did, after a plateau: the paper ties local heads in low
+masked patches of real photographs did: the paper ties local heads in low
 layers to pretraining data scale, so `vit-mim` stands in for JFT-scale pretraining and
 `vit-sup` (the same architecture, the same shapes data and steps as `vit-cls`, no
 pretraining) for the ImageNet-only ViTs. `vit-cls` and `vit-gap` fine-tune `vit-mim` with
