@@ -195,3 +195,21 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
     argv = ["resnet", "--steps", "1", "--n-train", "32", "--test-n", "16", "--out", str(tmp_path)]
     assert main([*argv, "--no-progress"]) == 0
     assert json.loads((tmp_path / "cards" / "resnet.json").read_text())["steps"] == 1
+
+
+def test_vit_position_embeddings_start_large_and_without_spatial_structure():
+    """The zoo ViTs draw position embeddings at std 0.2 (docs/ZOO.md, 3g), independent random
+    vectors: neighbouring patches' embeddings are no more alike than distant ones'."""
+    from vitlens.zoo.architectures import POS_INIT_STD, build
+
+    assert POS_INIT_STD == 0.2
+    for arch in ("vit-cls", "vit-gap", "vit-mim", "vit-noskip"):
+        torch.manual_seed(1)
+        pos = build(arch).pos_embed.detach()[0, -64:].double()  # the 8x8 grid's embeddings
+        assert 0.18 < float(pos.std()) < 0.22, arch
+        unit = pos / pos.norm(dim=1, keepdim=True)
+        cos = unit @ unit.T
+        yx = torch.stack(torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij"), -1)
+        cheb = (yx.reshape(-1, 1, 2) - yx.reshape(1, -1, 2)).abs().amax(-1)
+        near, far = cos[cheb == 1].mean(), cos[cheb >= 4].mean()
+        assert abs(float(near - far)) < 0.05, (arch, float(near), float(far))

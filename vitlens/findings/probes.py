@@ -89,8 +89,9 @@ def linear_probes(cls_probe, gap_probe=None, small_data_probe=None) -> list[Find
             "representation at the top", f"accuracy at {gtop}: mean-pooled - single token "
             "(GAP ViT)", g_mean - g_tok, f"<= {MAX_GAP_TOKEN_GAP}",
             g_mean - g_tok <= MAX_GAP_TOKEN_GAP, f"mean {fmt(g_mean)}, single token {fmt(g_tok)}",
-            why_not="we think our 6-block GAP ViT does not mix globally enough for every token to "
-                    "carry the class (its top tokens stay localized, notebook 05)"))
+            why_not="a single top token of our 6-block GAP ViT carries less of the class than "
+                    "the pooled tokens; we think a deeper ViT, with more global blocks to mix "
+                    "over, closes the gap"))
     rows.append(finding(
         "Fig 11", "each model does best with its own aggregation (CLS model: CLS beats "
         "mean pooling)", f"accuracy at {top}: CLS - mean-pooled (CLS ViT)", c_cls - c_mean,

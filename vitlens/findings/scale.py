@@ -81,7 +81,8 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
             f"Spearman rho {fmt(rho, 2)}; "
             + ", ".join(f"{r}: {fmt(v)}" for r, v in zip(data_scale.rows, top, strict=True)),
             why_not="the top block does not become steadily more similar to the full-data "
-                    "model with more data"))
+                    "model with more data (one training seed per fraction: how much a seed "
+                    "moves these values is not measured)"))
     if finetune is not None:
         near = near if near is not None else finetune.rows[0]
         distant = distant if distant is not None else finetune.rows[-1]
