@@ -5,7 +5,7 @@
 Each run is seeded and reproducible on a given machine. It writes ``weights/<name>.safetensors``
 (fp16) and ``cards/<name>.json`` under ``--out`` (default: the package's own zoo folder). The
 card's ``test_accuracy`` is measured on a held-out test split, with the fp16 weights as
-shipped. The pct models use the first 3/10/30% of the same training set for the same number
+shipped. The pct models use the first 3/10/30/60% of the same training set for the same number
 of steps; ``vit-cls-ft`` starts from ``vit-cls`` and fine-tunes on domain 1 (a distant domain),
 ``vit-cls-ft-near`` on new images of domain 0 (training seed 1: the near domain).
 """
