@@ -183,6 +183,32 @@ def chromium_page(server: Lab):
             browser.close()
 
 
+@contextlib.contextmanager
+def live_notebook(root: Path, app: str = "lab"):
+    """``live.ipynb`` served from ``root`` by ``app`` ("lab" or "notebook"), with a page.
+
+    Yields ``SimpleNamespace(server, ui, kernel=None)``; set ``kernel`` to the
+    :class:`Kernel` client once the notebook runs, and it is closed at the end. On the way
+    out it checks that the page reached nothing beyond the local server, prints the server
+    log if anything failed, and stops the server.
+    """
+    shutil.copy(HERE / "live.ipynb", root / "live.ipynb")
+    server = start_server(root, app=app)
+    run = SimpleNamespace(server=server, ui=None, kernel=None)
+    try:
+        with chromium_page(server) as ui:
+            run.ui = ui
+            yield run
+            assert ui.external == [], ui.external  # nothing beyond 127.0.0.1
+    except BaseException:
+        print("server log:", server.log.read_text()[-3000:])
+        raise
+    finally:
+        if run.kernel is not None:
+            run.kernel.close()
+        _shutdown(server)
+
+
 @pytest.fixture(scope="module")
 def browser_page(lab: Lab):
     with chromium_page(lab) as ui:

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from types import SimpleNamespace
 
 import pytest
 
-from .conftest import HERE, Kernel, _shutdown, chromium_page, start_server
+from .conftest import Kernel, live_notebook
 from .test_ui import drawn_fraction, run_all_cells
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
@@ -25,34 +24,21 @@ pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory, artifacts):
-    root = tmp_path_factory.mktemp("live")
-    shutil.copy(HERE / "live.ipynb", root / "live.ipynb")
-    server = start_server(root)
-    kernel = None
-    try:
-        with chromium_page(server) as ui:
-            page = ui.page
-            page.goto(server.url("lab/tree/live.ipynb"))
-            page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
-            run_all_cells(page)
-            kernel = Kernel(server, "live.ipynb")
-            for sel in (".t-sim .vitlens-heatmap", ".t-tour .vitlens-heatmap",
-                        ".t-att .vitlens-imgattn", ".t-res .vitlens-heatmap",
-                        ".t-loc .vitlens-imgattn"):
-                page.locator(sel).first.wait_for(timeout=180_000)
-            status(page, ".t-sim").get_by_text("done: 32 images").wait_for(timeout=180_000)
-            s = SimpleNamespace(page=page, kernel=kernel, server=server, art=artifacts, ui=ui,
-                                timings={})
-            yield s
-            (artifacts / "live_timings.json").write_text(json.dumps(s.timings, indent=1))
-            assert ui.external == [], ui.external  # nothing beyond 127.0.0.1
-    except BaseException:
-        print("server log:", server.log.read_text()[-3000:])
-        raise
-    finally:
-        if kernel is not None:
-            kernel.close()
-        _shutdown(server)
+    with live_notebook(tmp_path_factory.mktemp("live")) as run:
+        page, server = run.ui.page, run.server
+        page.goto(server.url("lab/tree/live.ipynb"))
+        page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+        run_all_cells(page)
+        run.kernel = Kernel(server, "live.ipynb")
+        for sel in (".t-sim .vitlens-heatmap", ".t-tour .vitlens-heatmap",
+                    ".t-att .vitlens-imgattn", ".t-res .vitlens-heatmap",
+                    ".t-loc .vitlens-imgattn"):
+            page.locator(sel).first.wait_for(timeout=180_000)
+        status(page, ".t-sim").get_by_text("done: 32 images").wait_for(timeout=180_000)
+        s = SimpleNamespace(page=page, kernel=run.kernel, server=server, art=artifacts,
+                            ui=run.ui, timings={})
+        yield s
+        (artifacts / "live_timings.json").write_text(json.dumps(s.timings, indent=1))
 
 
 @pytest.fixture

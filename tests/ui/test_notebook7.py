@@ -8,12 +8,11 @@ on sliders), and the AttentionExplorer's layer slider moved with the keyboard.
 from __future__ import annotations
 
 import re
-import shutil
 import time
 
 import pytest
 
-from .conftest import HERE, Kernel, _shutdown, chromium_page, start_server
+from .conftest import Kernel, live_notebook
 from .test_live import cell_xy, control, status, type_into, wait_kernel
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(600)]
@@ -46,32 +45,19 @@ def run_cells(page, server, notebook: str) -> None:
 
 @pytest.fixture(scope="module")
 def nb7(tmp_path_factory, artifacts):
-    root = tmp_path_factory.mktemp("nb7")
-    shutil.copy(HERE / "live.ipynb", root / "live.ipynb")
-    server = start_server(root, app="notebook")
-    kernel = None
-    try:
-        with chromium_page(server) as ui:
-            page = ui.page
-            page.goto(server.url("notebooks/live.ipynb"))
-            try:
-                run_cells(page, server, "live.ipynb")
-                kernel = Kernel(server, "live.ipynb")
-                page.locator(".t-sim .vitlens-heatmap").first.wait_for(timeout=90_000)
-                page.locator(".t-att .vitlens-imgattn").first.wait_for(timeout=180_000)
-                status(page, ".t-sim").get_by_text("done: 32 images").wait_for(timeout=180_000)
-            except BaseException:
-                page.screenshot(path=str(artifacts / "nb7_failure.png"))
-                raise
-            yield page, kernel, artifacts
-            assert ui.external == [], ui.external
-    except BaseException:
-        print("server log:", server.log.read_text()[-3000:])
-        raise
-    finally:
-        if kernel is not None:
-            kernel.close()
-        _shutdown(server)
+    with live_notebook(tmp_path_factory.mktemp("nb7"), app="notebook") as run:
+        page, server = run.ui.page, run.server
+        page.goto(server.url("notebooks/live.ipynb"))
+        try:
+            run_cells(page, server, "live.ipynb")
+            run.kernel = Kernel(server, "live.ipynb")
+            page.locator(".t-sim .vitlens-heatmap").first.wait_for(timeout=90_000)
+            page.locator(".t-att .vitlens-imgattn").first.wait_for(timeout=180_000)
+            status(page, ".t-sim").get_by_text("done: 32 images").wait_for(timeout=180_000)
+        except BaseException:
+            page.screenshot(path=str(artifacts / "nb7_failure.png"))
+            raise
+        yield page, run.kernel, artifacts
 
 
 def test_notebook7_details_after_a_new_run(nb7):

@@ -67,7 +67,6 @@ def finetune_similarity(before: str | nn.Module,
         sims[str(dom)] = pair[("after", "before")]
     res = _block_result(FinetuneResult, sims, model_label(before), token_mode,
                         title=f"Per-block CKA, {model_label(before)} before vs after fine-tuning")
-    labels = {dom: model_label(m) for dom, m in afters.items()}
-    res.meta["after"] = (next(iter(labels.values())) if not isinstance(after, Mapping)
-                         else labels)
+    res.meta["after"] = ({dom: model_label(m) for dom, m in afters.items()}
+                         if isinstance(after, Mapping) else model_label(after))
     return res

@@ -297,7 +297,7 @@ def train_model(
     }
     if "noskip_block" in spec:
         card["noskip_block"] = spec["noskip_block"]
-    if short in ("vit-cls", "vit-cls-ft", "vit-cls-ft-near"):  # both domains, for the fine-tuning analysis
+    if "vit-cls" in (short, spec["init_from"]):  # both domains, for the fine-tuning analysis
         card["test_accuracy_by_domain"] = {
             str(d): round(
                 evaluate(shipped, n=test_n, seed=cfg["test_seed"], domain=d, device=dev), 4
