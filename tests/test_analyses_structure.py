@@ -152,6 +152,28 @@ def test_data_scale_is_per_block_cka_against_the_reference(tmp_path):
         data_scale({}, ref, x, progress=False)
 
 
+def test_data_scale_over_training_seeds_pairs_each_seed_with_its_own_reference(tmp_path):
+    refs = [_tiny_vit(seed=0), _tiny_vit(seed=1)]
+    small = [_tiny_vit(seed=2), _tiny_vit(seed=3)]
+    x = _pixels(40)
+    res = data_scale({"10%": small, "100%": refs}, refs, x, progress=False)
+    assert res.cka.shape == (2, 4) and res.per_seed.shape == (2, 2, 4)
+    np.testing.assert_allclose(res.per_seed[:, 1], 1.0, atol=1e-9)  # each ref with itself
+    for k in range(2):  # seed k's model against seed k's reference, by hand
+        ro = _hooked(refs[k], list(refs[k].blocks), x)
+        so = _hooked(small[k], list(small[k].blocks), x)
+        np.testing.assert_allclose(res.per_seed[k, 0], [_cka(so[i], ro[i]) for i in range(4)],
+                                   rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.cka, res.per_seed.mean(0), rtol=0, atol=1e-15)
+    assert res.meta["n_seeds"] == 2 and "2 training seeds" in res.meta["reference"]
+    back = load_result(res.save(tmp_path / "seeds"))
+    np.testing.assert_array_equal(back.per_seed, res.per_seed)
+    spec = res.chart().to_dict()
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["line", "point"]
+    with pytest.raises(ValueError, match="training seed"):
+        data_scale({"10%": small[:1]}, refs, x, progress=False)
+
+
 def test_finetune_similarity_per_domain(tmp_path):
     before, after = _tiny_vit(seed=0), _tiny_vit(seed=0)
     with torch.no_grad():  # "fine-tune" only the last block

@@ -371,6 +371,33 @@ def test_linear_probes_flip():
     assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
 
 
+def test_probe_comparisons_are_judged_on_the_interval_over_probe_seeds():
+    """A mean CLS - mean-pooled difference of +0.004 whose per-seed differences straddle 0
+    (a random-init control's) is probe noise: the lower end of its 95% interval decides."""
+    from scipy.stats import t as student
+
+    aggs = ["cls", "mean", "every"]
+    diffs = 0.004 + 0.03 * np.array([1, -1] * 5)  # per-seed CLS - mean at the top
+    per_seed = np.tile(np.array([[0.3, 0.3, 0.2], [0.6, 0.5, 0.3]]), (10, 1, 1))
+    per_seed[:, 1, 0] = 0.5 + diffs
+    noisy = ProbeResult({"accuracy": per_seed.mean(0), "accuracy_std": per_seed.std(0),
+                         "per_seed": per_seed},
+                        {"model": "m", "layers": ["blocks.0", "blocks.1"], "aggregations": aggs,
+                         "chance": 0.1, "shots": 10, "seeds": list(range(10))})
+    own = _by_figure(F.linear_probes(noisy), "CLS - mean-pooled")
+    low = diffs.mean() - student.ppf(0.975, 9) * diffs.std(ddof=1) / np.sqrt(10)
+    assert own.value == pytest.approx(low) and low < 0 < diffs.mean()
+    assert not own.passes and "0.004" in own.note
+    clean = per_seed.copy()
+    clean[:, 1, 0] = 0.5 + 0.004  # the same mean, every seed agreeing
+    steady = ProbeResult({"accuracy": clean.mean(0), "accuracy_std": clean.std(0),
+                          "per_seed": clean}, noisy.meta)
+    assert _by_figure(F.linear_probes(steady), "CLS - mean-pooled").passes
+    with pytest.raises(ValueError, match="same seeds"):
+        F.linear_probes(noisy, None, _probe([[0.3, 0.2, 0.2], [0.5, 0.4, 0.3]], aggs, "s",
+                                            seeds=3))
+
+
 # --- Fig 12, App. G ------------------------------------------------------------------------
 
 def _blocks(cls, cka, rows):
@@ -379,9 +406,22 @@ def _blocks(cls, cka, rows):
                               "reference": "full"})
 
 
+def _scale(per_seed, rows):
+    """A DataScaleResult over training seeds: (S, R, B) values, cka their mean."""
+    per_seed = np.asarray(per_seed, float)
+    return DataScaleResult({"cka": per_seed.mean(0), "per_seed": per_seed},
+                           {"rows": rows, "reference": "full",
+                            "layers": [f"blocks.{i}" for i in range(per_seed.shape[2])]})
+
+
 def test_data_scale_and_finetuning_flip():
-    ds = _blocks(DataScaleResult, [[0.9, 0.85, 0.5, 0.3], [0.95, 0.9, 0.6, 0.5],
-                                   [0.97, 0.95, 0.8, 0.7]], ["3%", "10%", "30%"])
+    mean = np.array([[0.9, 0.85, 0.5, 0.3], [0.95, 0.9, 0.6, 0.5], [0.97, 0.95, 0.8, 0.7]])
+    # three training seeds around the mean; seed 2 inverts 10% and 30% at the top block
+    wobble = np.zeros((3, 3, 4))
+    wobble[0, :, -1], wobble[2, :, -1] = [0.1, -0.05, 0.0], [-0.1, 0.05, -0.3]
+    wobble[1] = -(wobble[0] + wobble[2])
+    ds = _scale(mean[None] + wobble, ["3%", "10%", "30%"])
+    assert ds.per_seed[2, 1, -1] > ds.per_seed[2, 2, -1]  # one seed alone would fail the rise
     ft = _blocks(FinetuneResult, [[0.99, 0.98, 0.95, 0.9, 0.85, 0.8],
                                   [0.95, 0.9, 0.8, 0.6, 0.5, 0.4]], ["near", "distant"])
     rows = F.data_scale_and_finetuning(ds, ft, near="near", distant="distant")
@@ -393,11 +433,18 @@ def test_data_scale_and_finetuning_flip():
     assert _by_figure(rows, "distant - near").value == pytest.approx(
         np.mean(1 - ft.cka[1]) - np.mean(1 - ft.cka[0]))
     # a strict rise of near-equal values (random-init CKAs) is order noise: the rise decides
-    tiny = _blocks(DataScaleResult, [[0.99, 0.99, 0.99, 0.997], [0.99, 0.99, 0.99, 0.998],
-                                     [0.99, 0.99, 0.99, 0.999]], ["3%", "10%", "30%"])
+    tiny = _scale([[[0.99, 0.99, 0.99, 0.997], [0.99, 0.99, 0.99, 0.998],
+                    [0.99, 0.99, 0.99, 0.999]]] * 3, ["3%", "10%", "30%"])
     rise = _by_figure(F.data_scale_and_finetuning(tiny, None), "30% data - 3%")
     assert rise.value == pytest.approx(0.002) and not rise.passes
-    assert _by_figure(rows, "30% data - 3%").value == pytest.approx(0.7 - 0.3)
+    top = _by_figure(rows, "30% data - 3%")
+    assert top.value == pytest.approx(0.7 - 0.3)  # of the seed mean
+    assert "mean over 3 training seeds" in top.statistic and "seed 2: 0.200, 0.550" in top.note
+    # one training seed per fraction (a single-model result) is not judged, however it rises
+    one = _blocks(DataScaleResult, mean, ["3%", "10%", "30%"])
+    single = _by_figure(F.data_scale_and_finetuning(one, None), "30% data - 3%")
+    assert single.value == pytest.approx(0.4) and not single.passes
+    assert "not judged" in single.note
     swapped = _blocks(FinetuneResult, ft.cka[::-1], ["near", "distant"])
     rows_s = F.data_scale_and_finetuning(None, swapped, near="near", distant="distant")
     assert not _by_figure(rows_s, "distant - near").reproduced  # the near one changed more

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..zoo._specs import SCALE_SEEDS
+
 __all__ = ["FULL", "PRETRAINED_MODELS", "QUICK", "ROLES", "ZOO_MODELS", "Settings", "models",
            "patch_size", "probe_images", "test_images"]
 
@@ -30,6 +32,12 @@ ROLES = {
     "vit_10pct": "the ViT trained on 10% of the data",
     "vit_30pct": "the ViT trained on 30% of the data",
     "vit_60pct": "the ViT trained on 60% of the data",
+    **{f"{role}_seed{k}": f"{what}, training seed {k}" for k in SCALE_SEEDS[1:] for role, what in (
+        ("vit_zoo", "the zoo's supervised full-data ViT (Fig 12's reference)"),
+        ("vit_3pct", "the ViT trained on 3% of the data"),
+        ("vit_10pct", "the ViT trained on 10% of the data"),
+        ("vit_30pct", "the ViT trained on 30% of the data"),
+        ("vit_60pct", "the ViT trained on 60% of the data"))},
     "vit_noskip": "the ViT trained without the skip connections of one middle block",
     "vit_ft_base": "the ViT the two fine-tunes start from (App. G)",
     "vit_ft_near": "that ViT after fine-tuning on a near domain (new images of its own style)",
@@ -47,6 +55,10 @@ ZOO_MODELS = {
     "vit_10pct": "vitlens/vit-cls-10pct",
     "vit_30pct": "vitlens/vit-cls-30pct",
     "vit_60pct": "vitlens/vit-cls-60pct",
+    **{f"{role}_seed{k}": f"{name}-seed{k}" for k in SCALE_SEEDS[1:] for role, name in (
+        ("vit_zoo", "vitlens/vit-sup"), ("vit_3pct", "vitlens/vit-cls-3pct"),
+        ("vit_10pct", "vitlens/vit-cls-10pct"), ("vit_30pct", "vitlens/vit-cls-30pct"),
+        ("vit_60pct", "vitlens/vit-cls-60pct"))},
     "vit_noskip": "vitlens/vit-noskip-3",
     "vit_ft_base": "vitlens/vit-cls",
     "vit_ft_near": "vitlens/vit-cls-ft-near",

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from .. import findings as F
+from ..zoo._specs import SCALE_SEEDS
 from .config import Settings, patch_size, probe_images, test_images
 
 __all__ = ["GROUPS", "Group"]
@@ -210,8 +211,9 @@ def run_scale(M: Mapping[str, Any], s: Settings) -> Group:
     g = Group("07_data_scale_and_finetuning", "Dataset scale and fine-tuning", "Fig 12, App. G")
     images = test_images(s.n_images, folder=s.folder)
     kw = dict(batch_size=s.batch_size, progress=False)
-    scale = data_scale({"3%": M["vit_3pct"], "10%": M["vit_10pct"], "30%": M["vit_30pct"],
-                        "60%": M["vit_60pct"]}, M["vit_zoo"], images, **kw)
+    sfx = ["", *(f"_seed{k}" for k in SCALE_SEEDS[1:])]  # Fig 12 over the training seeds
+    scale = data_scale({f"{p}%": [M[f"vit_{p}pct{x}"] for x in sfx] for p in (3, 10, 30, 60)},
+                       [M[f"vit_zoo{x}"] for x in sfx], images, **kw)
     near, distant = "near: domain 0 (new images)", "distant: domain 1"
     ft = finetune_similarity(M["vit_ft_base"], {near: M["vit_ft_near"], distant: M["vit_ft"]},
                              {near: images, distant: test_images(s.n_images, domain=1)}, **kw)

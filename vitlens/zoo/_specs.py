@@ -22,7 +22,8 @@ NOSKIP_BLOCK = 3
 # set used (same number of steps); ``domain`` the dataset domain; ``train_seed`` the seed of
 # its training images (default 0: the shapes set every classifier uses); ``init_from`` a zoo model
 # to start from (``steps``/``lr`` default to the fine-tuning ones, unless set here);
-# ``layer_decay`` an optional layer-wise learning-rate decay of a fine-tuned pretrained ViT
+# ``seed`` the seed of its initialisation and data order (default: ``train.DEFAULTS["seed"]``,
+# 0; the ``-seed<k>`` replicates of Fig 12's family set it); ``layer_decay`` an optional layer-wise learning-rate decay of a fine-tuned pretrained ViT
 # (BEiT/MAE practice; tried in docs/ZOO.md, unused by the bundled zoo).
 SPECS: dict[str, dict[str, Any]] = {
     "vit-mim": {
@@ -77,6 +78,17 @@ SPECS: dict[str, dict[str, Any]] = {
         "trained on (App. G; ImageNet after JFT)",
     },
 }
+#: Training seeds of Fig 12's family (``vit-sup`` and the data fractions): seed 0 is the
+#: models above; each further seed adds ``<name>-seed<k>``, trained identically but for the seed
+#: of its initialisation and data order.
+SCALE_FAMILY = ("vit-sup", "vit-cls-3pct", "vit-cls-10pct", "vit-cls-30pct", "vit-cls-60pct")
+SCALE_SEEDS = (0, 1, 2)
+for _seed in SCALE_SEEDS[1:]:
+    for _name in SCALE_FAMILY:
+        SPECS[f"{_name}-seed{_seed}"] = {
+            **SPECS[_name], "seed": _seed,
+            "stands_in_for": f"{SPECS[_name]['stands_in_for']}; training seed {_seed}",
+        }
 # Every ViT trained on the shapes (vit-cls, vit-gap, vit-sup, the data fractions, vit-noskip)
 # uses the same 19,200-image set, seen about 3.3 times in 2,000 steps of 32: at this scale
 # repeated data beats a single pass, and the fractions overfit measurably. The ResNet and the
@@ -91,6 +103,7 @@ for _name in (
     "vit-cls-30pct",
     "vit-cls-60pct",
     f"vit-noskip-{NOSKIP_BLOCK}",
+    *(f"{n}-seed{k}" for k in SCALE_SEEDS[1:] for n in SCALE_FAMILY),
 ):
     SPECS[_name]["n_train"] = CLS_TRAIN_N
 for _spec in SPECS.values():

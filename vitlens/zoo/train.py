@@ -7,7 +7,9 @@ Each run is seeded and reproducible on a given machine. It writes ``weights/<nam
 card's ``test_accuracy`` is measured on a held-out test split, with the fp16 weights as
 shipped. The pct models use the first 3/10/30/60% of the same training set for the same number
 of steps; ``vit-cls-ft`` starts from ``vit-cls`` and fine-tunes on domain 1 (a distant domain),
-``vit-cls-ft-near`` on new images of domain 0 (training seed 1: the near domain).
+``vit-cls-ft-near`` on new images of domain 0 (training seed 1: the near domain). The
+``-seed1``/``-seed2`` models repeat ``vit-sup`` and the pct models with another seed of the
+initialisation and data order (same images), so Fig 12 is judged over three training seeds.
 """
 
 from __future__ import annotations
@@ -187,6 +189,8 @@ def train_model(
         return train_backbone(short, steps=steps, out=out, device=device, progress=progress)
     ft = spec["init_from"] is not None
     cfg = dict(DEFAULTS)
+    if spec.get("seed") is not None:  # a seed replicate: its own init and data order
+        cfg["seed"] = spec["seed"]
     steps = steps or spec.get("steps") or cfg["ft_steps" if ft else "steps"]
     bs = batch_size or cfg["batch_size"]
     test_n = test_n or cfg["test_n"]
