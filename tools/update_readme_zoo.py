@@ -25,6 +25,10 @@ role = {
     "vit-cls-ft": "`vit-cls` fine-tuned on domain 1, a distant domain (App. G)",
     "vit-cls-ft-near": "`vit-cls` fine-tuned on new images of domain 0, a near domain (App. G)",
 }
+for n in order:  # Fig 12's seed replicates
+    base, _, k = n.rpartition("-seed")
+    if base in role and k.isdigit():
+        role[n] = f"`{base}` again with training seed {k} (Fig 12 over three seeds)"
 rows = ["| name | stands in for (paper) | params | test accuracy | wall time |", "|---|---|---|---|---|"]
 total = 0.0
 for n in order:

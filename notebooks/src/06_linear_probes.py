@@ -21,7 +21,7 @@ N_IMAGES = 512  # images of the other analyses (unused here)
 PROBE_TRAIN = 500  # pool of labelled training images (SHOTS per class are drawn per seed)
 PROBE_TEST = 1000  # labelled test images
 SHOTS = 10
-SEEDS = tuple(range(10))  # one few-shot draw per seed; Fig 13's interval needs >= 10
+SEEDS = tuple(range(10))  # one few-shot draw per seed; the intervals need >= 10
 BATCH_SIZE = 128
 
 # %% [markdown]
@@ -103,13 +103,16 @@ g.charts["fig13_probes_by_data"]
 # %% [markdown]
 # ## Findings: does our figure show the paper's?
 #
-# Statistics chosen beforehand (`vitlens/findings/probes.py`), at the top layer unless noted:
+# Statistics chosen beforehand (`vitlens/findings/probes.py`), at the top layer unless noted.
+# Each is an accuracy difference judged on its paired 95% interval over the probe seeds (each
+# seed probes both sides with the same shots), so probe noise cannot pass a rule:
 #
-# 1. CLS model: CLS accuracy minus single-token accuracy.
-# 2. GAP model: mean-pooled minus single-token accuracy (small: interchangeable tokens).
-# 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy.
-# 4. Fig 13: at the middle block, the lower end of the 95% interval over the probe seeds of
-#    the mean-pooled accuracy, full-data minus small-data model.
+# 1. CLS model: CLS accuracy minus single-token accuracy (lower end).
+# 2. GAP model: mean-pooled minus single-token accuracy (upper end; small: interchangeable
+#    tokens).
+# 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy (lower end above 0).
+# 4. Fig 13: at the middle block, the mean-pooled accuracy, full-data minus small-data model
+#    (lower end).
 #
 # **The control.** Each statistic is also computed on random-init copies of the same
 # architectures (seeds 0, 1, 2), with the same images and the same code. A row reads
