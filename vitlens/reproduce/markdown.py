@@ -102,8 +102,10 @@ finding pass.
   against each threshold (CLS - single token >= 0.1; GAP mean-pooled - single token <= 0.05;
   CLS - mean-pooled > 0). New: the same thresholds on the paired 95% t interval over the probe
   seeds (lower end for the first and third, upper end for the second), as Fig 13. Reason: the
-  random-init controls met "CLS beats mean pooling" (> 0) with differences of 0.000-0.005, well
-  inside the probe noise. Every new rule is stricter than the old.
+  random-init controls met "CLS beats mean pooling" (> 0) with differences of 0.000-0.005 at
+  chance accuracy, inside the probe noise. Every new rule is stricter than the old. Result:
+  "CLS beats mean pooling" stays inconclusive, because one control (seed 0: 0.107 against
+  0.102, chance 0.10) still has a lower end just above 0 (0.0002).
 - **Fig 13 (more data, stronger middle layers).** Old: the mean difference >= 0.05 over 3 probe
   seeds. New: the lower end of the paired 95% t interval over 10 seeds >= 0.05. Reason: 0.049
   against 0.05 with a seed spread of 0.016 was a coin flip.
