@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..models.labels import model_label
 from ..results.base import Result
