@@ -17,7 +17,7 @@ from vitlens.zoo._specs import NOSKIP_BLOCK, WEIGHTS_DIR
 
 EXPECTED = [
     "vit-mim", "vit-cls", "vit-gap", "vit-sup", "resnet", "mixer", "vit-cls-3pct",
-    "vit-cls-10pct", "vit-cls-30pct", "vit-cls-60pct", f"vit-noskip-{NOSKIP_BLOCK}",
+    "vit-cls-10pct", "vit-cls-30pct", "vit-cls-60pct", "vit-sup-7k", f"vit-noskip-{NOSKIP_BLOCK}",
     "vit-cls-ft", "vit-cls-ft-near",
     "vit-sup-seed1", "vit-cls-3pct-seed1", "vit-cls-10pct-seed1", "vit-cls-30pct-seed1",
     "vit-cls-60pct-seed1",
@@ -65,7 +65,13 @@ def test_cards_show_the_expected_orderings():
             assert rep["seed"] == (int(sfx[-1]) if sfx else 0)
             for key in ("dataset", "steps", "batch_size", "optimizer", "architecture"):
                 assert rep[key] == base[key], (n + sfx, key)
-    assert acc[f"vit-noskip-{NOSKIP_BLOCK}"] < acc["vit-sup"]
+    noskip, ref = card(f"vit-noskip-{NOSKIP_BLOCK}"), card("vit-sup-7k")
+    assert acc[noskip["name"]] < acc[ref["name"]]  # removing skips costs some accuracy
+    for key in ("dataset", "steps", "batch_size", "optimizer", "seed"):  # the same recipe
+        assert noskip[key] == ref[key], key
+    assert noskip["train_accuracy_last50"] > 0.9  # it fit its training set (no plateau)
+    # the compute-matched supervised ViT: vit-cls's pretraining + fine-tuning step budget
+    assert ref["steps"] == card("vit-mim")["steps"] + card("vit-cls")["steps"]
     for name in ("vit-cls", "vit-gap"):  # same data and steps, from the pretrained backbone
         c = card(name)
         assert c["init_from"] == "vit-mim" and c["steps"] == card("vit-sup")["steps"]

@@ -21,7 +21,8 @@ role = {
     "vit-cls-10pct": "ViT on 10% of the data",
     "vit-cls-30pct": "ViT on 30% of the data",
     "vit-cls-60pct": "ViT on 60% of the data",
-    "vit-noskip-3": "ViT without both skips in block 3 (Fig 8)",
+    "vit-sup-7k": "`vit-sup` with `vit-cls`'s whole step budget (7,000): compute-matched (Fig 4), Fig 8's normal ViT",
+    "vit-noskip-3": "ViT without both skips in block 3, 7,000 steps (Fig 8)",
     "vit-cls-ft": "`vit-cls` fine-tuned on domain 1, a distant domain (App. G)",
     "vit-cls-ft-near": "`vit-cls` fine-tuned on new images of domain 0, a near domain (App. G)",
 }
@@ -71,7 +72,8 @@ the recipe, data and steps of `vit-sup`; its local block 0 survives the fine-tun
 tried, with its accuracy and locality against the random-init control, is in
 [docs/ZOO.md](docs/ZOO.md). Caveats: the ResNet solves the task (its accuracy says nothing);
 the Mixer and the ResNet saw 64,000 images once, the ViTs 19,200 images about 3.3 times;
-removing a skip costs far more here than in the paper (about 4 points).
+the no-skip ViT and its normal reference train for 7,000 steps, as at 2,000 the no-skip one had
+not left its loss plateau (docs/ZOO.md 3l).
 
 Training time: all {len(order)} models take about {total / 60:.0f} minutes with
 `python -m vitlens.zoo.train all --threads 1` on the 2-core development machine (wall times

@@ -132,7 +132,7 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
     vit = residual_ratio(M["vit"], images, **kw)
     resnet = residual_ratio(M["resnet"], images, **kw)
     noskip = skip_removal_structure(M["vit_noskip"], images, layers="all", **kw)
-    normal = skip_removal_structure(cka(M["vit_zoo"], images, layers_a="all", **kw))
+    normal = skip_removal_structure(cka(M["vit_noskip_ref"], images, layers_a="all", **kw))
     g.results = {"residual_vit": vit, "residual_resnet": resnet, "cka_noskip": noskip,
                  "cka_normal": normal}
     g.charts = {"fig7_residual_ratio_vit": vit.chart(kind="ratio"),
@@ -142,7 +142,7 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
                 "fig8_cka_noskip": noskip.chart(),
                 "fig8_cka_normal": normal.chart()}
     g.findings = F.skip_connections(vit, resnet, noskip, normal,
-                                    accuracy=zoo_accuracy(M["vit_zoo"]),
+                                    accuracy=zoo_accuracy(M["vit_noskip_ref"]),
                                     accuracy_noskip=zoo_accuracy(M["vit_noskip"]))
     return g
 

@@ -58,9 +58,17 @@ SPECS: dict[str, dict[str, Any]] = {
     "vit-cls-10pct": {"arch": "vit-cls", "fraction": 0.10, "stands_in_for": "ViT on 10% of JFT"},
     "vit-cls-30pct": {"arch": "vit-cls", "fraction": 0.30, "stands_in_for": "ViT on 30% of JFT"},
     "vit-cls-60pct": {"arch": "vit-cls", "fraction": 0.60, "stands_in_for": "ViT on 60% of JFT"},
+    "vit-sup-7k": {
+        "arch": "vit-cls",
+        "steps": 7000,
+        "stands_in_for": "vit-sup trained for vit-cls's whole step budget (5,000 pretraining + "
+        "2,000 fine-tuning steps): the compute-matched supervised ViT (Fig 4), and the normal "
+        "ViT trained like vit-noskip (Fig 8)",
+    },
     f"vit-noskip-{NOSKIP_BLOCK}": {
         "arch": "vit-noskip",
         "noskip_block": NOSKIP_BLOCK,
+        "steps": 7000,
         "stands_in_for": f"ViT-B/32 without skip connections in block {NOSKIP_BLOCK} (Fig. 8)",
     },
     "vit-cls-ft": {
@@ -98,6 +106,7 @@ for _name in (
     "vit-cls",
     "vit-gap",
     "vit-sup",
+    "vit-sup-7k",
     "vit-cls-3pct",
     "vit-cls-10pct",
     "vit-cls-30pct",
