@@ -74,7 +74,8 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
             "Fig 12", "low layers stay similar even at small data scale; high layers do not",
             f"per-block CKA with the full-data ViT ({data_scale.rows[0]} data"
             + (f", mean over {data_scale.per_seed.shape[0]} training seeds"
-               if data_scale.per_seed.shape[0] > 1 else "") + "): lower half - upper half", gap, f">= {MIN_LOW_HIGH_GAP}", gap >= MIN_LOW_HIGH_GAP,
+               if data_scale.per_seed.shape[0] > 1 else "") + "): lower half - upper half",
+            gap, f">= {MIN_LOW_HIGH_GAP}", gap >= MIN_LOW_HIGH_GAP,
             "per block: " + ", ".join(fmt(v, 2) for v in least),
             why_not="at small scale the lower blocks differ from the full-data model as much "
                     "as the upper ones"))
