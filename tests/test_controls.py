@@ -50,6 +50,7 @@ def test_control_models_share_copies_between_roles_of_one_model():
     w = "blocks.0.attn.qkv.weight"
     assert D["x"] is D["z"]
     assert not torch.equal(D["x"].state_dict()[w], D["y"].state_dict()[w])
+    assert control_models({"vit": "vitlens/vit-cls", "none": None}, 0)["none"] is None
 
 
 def test_random_init_models_turn_verdicts_inconclusive():

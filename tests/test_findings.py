@@ -201,6 +201,17 @@ def test_attention_distance_flips():
     # a lower-half local head alone is not enough when the last block has one too
     last_local = _local([[3.0, 1.0, 1.0], [1.0] * 3, [1.0] * 3, [1.5, 1.0, 1.0]])
     assert not F.attention_distance(_dist(d), locality=last_local)[0].reproduced
+    # a compute-matched small-data ViT with as many local heads as the pretrained one: the
+    # extra heads could be the compute's, so the row fails; with fewer, the larger count counts
+    same = _local([[3.0, 2.2, 1.0], [2.5, 1.0, 1.0], [1.0] * 3, [1.0] * 3], "matched")
+    fig4 = _by_figure(F.attention_distance(_dist(d), locality=loc, small_data_locality=small_loc,
+                                           matched_locality=same), "local heads")
+    assert fig4.value == pytest.approx(0) and not fig4.passes
+    assert "two step budgets" in fig4.statistic and "matched (the same step budget): 3" in fig4.note
+    fewer = _local([[2.0, 2.0, 1.0], [1.0] * 3, [1.0] * 3, [1.0] * 3], "matched")
+    fig4 = _by_figure(F.attention_distance(_dist(d), locality=loc, small_data_locality=small_loc,
+                                           matched_locality=fewer), "local heads")
+    assert fig4.value == pytest.approx(3 - 2) and fig4.passes
 
 
 # --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
@@ -396,6 +407,19 @@ def test_probe_comparisons_are_judged_on_the_interval_over_probe_seeds():
     with pytest.raises(ValueError, match="same seeds"):
         F.linear_probes(noisy, None, _probe([[0.3, 0.2, 0.2], [0.5, 0.4, 0.3]], aggs, "s",
                                             seeds=3))
+
+
+def test_fig13_takes_the_lower_end_against_each_small_data_model():
+    aggs = ["cls", "mean", "every"]
+    cls = _probe([[0.3, 0.3, 0.2], [0.5, 0.4, 0.25], [0.8, 0.6, 0.3]], aggs, "cls")
+    small = _probe([[0.3, 0.2, 0.2], [0.3, 0.3, 0.2], [0.5, 0.4, 0.3]], aggs, "small")
+    # trained for the whole step budget, its middle layer (0.38) is nearly as strong as 0.4
+    matched = _probe([[0.3, 0.2, 0.2], [0.3, 0.38, 0.2], [0.5, 0.5, 0.3]], aggs, "matched")
+    alone = _by_figure(F.linear_probes(cls, None, small), "full-data")
+    both = _by_figure(F.linear_probes(cls, None, small, matched), "full-data")
+    assert alone.value == pytest.approx(0.1) and alone.passes
+    assert both.value == pytest.approx(0.02) and not both.passes  # the matched one decides
+    assert "two step budgets" in both.statistic and "vs matched (0.380)" in both.note
 
 
 # --- Fig 12, App. G ------------------------------------------------------------------------

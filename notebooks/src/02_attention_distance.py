@@ -122,7 +122,11 @@ g.charts["fig5_head_subsets_vs_resnet"]
 #
 # The same architecture without the pretraining stage (timm: ViT-B/16 trained on ImageNet-1k
 # instead of ImageNet-21k): its mean distances, and its local attention ratios. Compare the
-# lower blocks with those of the pretrained ViT above.
+# lower blocks with those of the pretrained ViT above. The zoo also has the same ViT trained
+# for the pretrained ViT's whole step budget (`vit_small_data_matched`, `vitlens/vit-sup-7k`:
+# 7,000 steps against 5,000 of pretraining and 2,000 of fine-tuning), so that the contrast
+# cannot be a matter of compute alone; its local ratios are in
+# `g.results["locality_vit_small_data_matched"]`.
 
 # %%
 g.charts["figC5_attention_distance_small_data"] | g.charts["fig4_local_attention_small_data"]
@@ -140,8 +144,9 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # %% [markdown]
 # ## The same analyses on your own models
 #
-# `reproduce.run_group("02", {"vit": ..., "vit_small_data": ..., "resnet": ...}, settings)`
-# runs this notebook on other models. The calls it makes (`run_attention` in
+# `reproduce.run_group("02", {"vit": ..., "vit_small_data": ..., "vit_small_data_matched":
+# ..., "resnet": ...}, settings)` runs this notebook on other models (the compute-matched
+# `vit_small_data_matched` may be `None`). The calls it makes (`run_attention` in
 # `vitlens/reproduce/groups.py`) are:
 #
 # ```python
@@ -153,11 +158,13 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # small = attention_distance("vitlens/vit-sup", images, **kw)
 # local = attention_locality("vitlens/vit-cls", images, **kw)        # .local_ratio (L, H)
 # small_local = attention_locality("vitlens/vit-sup", images, **kw)
+# matched_local = attention_locality("vitlens/vit-sup-7k", images, **kw)  # same step budget
 # block = ...  # the lower-half block with the most local head
 # subsets = head_subset_cka("vitlens/vit-cls", "vitlens/resnet", images, block=block,
 #                           head_distances=dist, subset_size=1, **kw)
 # rows = vitlens.findings.attention_distance(dist, subsets, small, locality=local,
-#                                            small_data_locality=small_local)
+#                                            small_data_locality=small_local,
+#                                            matched_locality=matched_local)
 # ```
 
 # %% [markdown]
@@ -171,7 +178,8 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # 2. Fig 3, 4: the mean head distance of the upper half of the blocks minus the lower half's
 #    (pixels), with a rising rank correlation between block and distance.
 # 3. Fig 4, C.5: local heads in the lower half, pretrained ViT minus the ViT trained on the
-#    labelled set only.
+#    labelled set only (the more local of its two step budgets, where the compute-matched one
+#    exists).
 # 4. Fig 5: CKA with the early ResNet layers, most local head subset minus most global, with
 #    a falling rank correlation between distance and CKA.
 #

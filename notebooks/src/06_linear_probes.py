@@ -74,17 +74,21 @@ g.charts["figD4_token_probes_vit_cls"] & g.charts["figD4_token_probes_vit_gap"]
 # ## Fig 13: more pretraining data
 #
 # The same architecture with less training data (role `vit_small_data`; timm: ImageNet-1k
-# instead of 21k), probed on the mean over tokens, against the full model.
+# instead of 21k), probed on the mean over tokens, against the full model. In the zoo, also
+# the same ViT trained for the pretrained ViT's whole step budget (`vit_small_data_matched`,
+# `vitlens/vit-sup-7k`), so that the gap cannot be a matter of compute alone.
 
 # %%
-print("full:", M["vit"], "| small data:", M["vit_small_data"])
+print("full:", M["vit"], "| small data:", M["vit_small_data"], "| same step budget:",
+      M["vit_small_data_matched"])
 g.charts["fig13_probes_by_data"]
 
 # %% [markdown]
 # ## The same analyses on your own models
 #
-# `reproduce.run_group("06", {"vit": ..., "vit_gap": ..., "vit_small_data": ...}, settings)`
-# runs this notebook on other models. The calls it makes (`run_probes` in
+# `reproduce.run_group("06", {"vit": ..., "vit_gap": ..., "vit_small_data": ...,
+# "vit_small_data_matched": ...}, settings)` runs this notebook on other models (the last
+# may be `None`). The calls it makes (`run_probes` in
 # `vitlens/reproduce/groups.py`) are:
 #
 # ```python
@@ -97,7 +101,9 @@ g.charts["fig13_probes_by_data"]
 # gap = linear_probe("vitlens/vit-gap", train, None, test, None,
 #                    aggregations=("mean", "every"), **kw)
 # small = linear_probe("vitlens/vit-sup", train, None, test, None, aggregations=("mean",), **kw)
-# rows = vitlens.findings.linear_probes(cls, gap, small)
+# matched = linear_probe("vitlens/vit-sup-7k", train, None, test, None, aggregations=("mean",),
+#                        **kw)
+# rows = vitlens.findings.linear_probes(cls, gap, small, matched)
 # ```
 
 # %% [markdown]
@@ -112,7 +118,7 @@ g.charts["fig13_probes_by_data"]
 #    tokens).
 # 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy (lower end above 0).
 # 4. Fig 13: at the middle block, the mean-pooled accuracy, full-data minus small-data model
-#    (lower end).
+#    (lower end; the lower of the two where the compute-matched model exists).
 #
 # **The control.** Each statistic is also computed on random-init copies of the same
 # architectures (seeds 0, 1, 2), with the same images and the same code. A row reads

@@ -73,11 +73,15 @@ def random_init(model: str | nn.Module, seed: int = 0, *, key: str | None = None
         torch.random.set_rng_state(state)
 
 
-def control_models(models: Mapping[str, Any], seed: int = 0) -> dict[str, nn.Module]:
-    """Models by role -> random-init copies by role (one copy per distinct model)."""
+def control_models(models: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Models by role -> random-init copies by role (one copy per distinct model; a role
+    without a model, ``None``, stays ``None``)."""
     made: dict[Any, nn.Module] = {}
-    out = {}
+    out: dict[str, Any] = {}
     for role, m in models.items():
+        if m is None:
+            out[role] = None
+            continue
         key = m if isinstance(m, str) else id(m)
         if key not in made:  # modules: each its own init, even two of one class
             made[key] = random_init(m, seed, key=None if isinstance(m, str) else

@@ -26,6 +26,10 @@ ROLES = {
     "mixer": "an MLP-Mixer (Mixer-B/16)",
     "vit_small_data": "the same ViT without large-scale pretraining (zoo: trained on the labelled "
                       "shapes only; timm: ImageNet-1k instead of 21k)",
+    "vit_small_data_matched": "the same ViT without pretraining, trained for the pretrained "
+                              "ViT's whole step budget (zoo: vit-sup-7k; no timm counterpart: "
+                              "None): Fig 4 and 13 compare with it too, so compute alone cannot "
+                              "earn them",
     "vit_zoo": "the zoo ViT trained like the zoo-only models (supervised, same data and steps): "
                "their same-architecture reference",
     "vit_3pct": "the ViT trained on 3% of the data",
@@ -51,6 +55,7 @@ ZOO_MODELS = {
     "resnet": "vitlens/resnet",
     "mixer": "vitlens/mixer",
     "vit_small_data": "vitlens/vit-sup",
+    "vit_small_data_matched": "vitlens/vit-sup-7k",
     "vit_zoo": "vitlens/vit-sup",
     "vit_3pct": "vitlens/vit-cls-3pct",
     "vit_10pct": "vitlens/vit-cls-10pct",
@@ -80,6 +85,7 @@ PRETRAINED_MODELS = {
     "resnet": "resnetv2_50x1_bit.goog_in21k",
     "mixer": "mixer_b16_224.goog_in21k",
     "vit_small_data": "vit_base_patch16_224.augreg_in1k",
+    "vit_small_data_matched": None,
 }
 
 

@@ -66,6 +66,8 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
     small = attention_distance(M["vit_small_data"], images, **kw)
     local = attention_locality(M["vit"], images, **kw)
     small_local = attention_locality(M["vit_small_data"], images, **kw)
+    matched = M.get("vit_small_data_matched")  # the same, trained for the whole step budget
+    matched_local = attention_locality(matched, images, **kw) if matched is not None else None
     # Fig 5 sorts the heads of the lower-half block that has the most local head (the paper's
     # block 0, where its large ViTs' local heads are)
     lower = local.local_ratio[: len(local.blocks) // 2]
@@ -75,6 +77,8 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
     g.results = {"distance_vit": dist, "distance_vit_small_data": small,
                  "locality_vit": local, "locality_vit_small_data": small_local,
                  "head_subsets": subsets}
+    if matched_local is not None:
+        g.results["locality_vit_small_data_matched"] = matched_local
     g.charts = {"fig3_attention_distance": dist.chart(kind="sorted"),
                 "fig4_attention_distance_by_block": dist.chart(kind="blocks"),
                 "fig3_local_attention": local.chart(),
@@ -82,7 +86,8 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
                 "fig5_head_subsets_vs_resnet": subsets.chart(),
                 "figC5_attention_distance_small_data": small.chart(kind="sorted")}
     g.findings = F.attention_distance(dist, subsets, small, locality=local,
-                                      small_data_locality=small_local)
+                                      small_data_locality=small_local,
+                                      matched_locality=matched_local)
     return g
 
 
@@ -180,12 +185,19 @@ def run_probes(M: Mapping[str, Any], s: Settings) -> Group:
                        aggregations=("cls", "mean", "every"), **kw)
     gap = linear_probe(M["vit_gap"], train, None, test, None, aggregations=("mean", "every"), **kw)
     small = linear_probe(M["vit_small_data"], train, None, test, None, aggregations=("mean",), **kw)
+    matched = M.get("vit_small_data_matched")
+    matched_probe = (linear_probe(matched, train, None, test, None, aggregations=("mean",), **kw)
+                     if matched is not None else None)
     g.results = {"probes_vit": cls, "probes_vit_gap": gap, "probes_vit_small_data": small}
+    if matched_probe is not None:
+        g.results["probes_vit_small_data_matched"] = matched_probe
     g.charts = {"fig11_probes_vit_cls": cls.chart(), "fig11_probes_vit_gap": gap.chart(),
                 "figD4_token_probes_vit_cls": cls.map_chart(columns=6, size=70),
                 "figD4_token_probes_vit_gap": gap.map_chart(columns=6, size=70),
-                "fig13_probes_by_data": data_probe_chart({"pretrained": cls, "no pretraining": small})}
-    g.findings = F.linear_probes(cls, gap, small)
+                "fig13_probes_by_data": data_probe_chart(
+                    {"pretrained": cls, "no pretraining": small}
+                    | ({"no pretraining, same steps": matched_probe} if matched_probe else {}))}
+    g.findings = F.linear_probes(cls, gap, small, matched_probe)
     return g
 
 
