@@ -13,7 +13,7 @@ import torch
 
 from vitlens.errors import WeightsUnavailableError
 from vitlens.zoo import ZooNameError, card, names, registry
-from vitlens.zoo._specs import NOSKIP_BLOCK, WEIGHTS_DIR
+from vitlens.zoo._specs import NOSKIP_BLOCK, SPECS, WEIGHTS_DIR
 
 EXPECTED = [
     "vit-mim", "vit-cls", "vit-gap", "vit-sup", "resnet", "mixer", "vit-cls-3pct",
@@ -32,6 +32,7 @@ def test_names_and_cards():
     for name in names():
         c = card(name)
         assert c["name"] == name and card(f"vitlens/{name}") == c
+        assert c["stands_in_for"] == SPECS[name]["stands_in_for"]  # what retraining writes
         if name in PRETRAINED:
             assert c["test_accuracy"] is None
             assert c["test"]["loss"] < 0.8 * c["test"]["zero_predictor"]  # it learned

@@ -21,7 +21,7 @@ role = {
     "vit-cls-10pct": "ViT on 10% of the data",
     "vit-cls-30pct": "ViT on 30% of the data",
     "vit-cls-60pct": "ViT on 60% of the data",
-    "vit-sup-7k": "`vit-sup` with `vit-cls`'s whole step budget (7,000): compute-matched (Fig 4), Fig 8's normal ViT",
+    "vit-sup-7k": "`vit-sup` with `vit-cls`'s whole step budget (7,000): compute-matched (Fig 4, 13), Fig 8's normal ViT",
     "vit-noskip-3": "ViT without both skips in block 3, 7,000 steps (Fig 8)",
     "vit-cls-ft": "`vit-cls` fine-tuned on domain 1, a distant domain (App. G)",
     "vit-cls-ft-near": "`vit-cls` fine-tuned on new images of domain 0, a near domain (App. G)",

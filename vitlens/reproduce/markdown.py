@@ -108,9 +108,9 @@ finding pass.
   0.102, chance 0.10) still has a lower end just above 0 (0.0002).
 - **Fig 4 and Fig 13 (against a compute-matched model too).** Old: the pretrained ViT against
   `vitlens/vit-sup` alone (2,000 steps). New: also against `vitlens/vit-sup-7k`, the same
-  architecture and data trained for the pretrained ViT's whole step budget (5,000 pretraining
-  + 2,000 fine-tuning steps); Fig 4 counts the more local, Fig 13 takes the lower of the two
-  interval ends. Reason: `vit-cls` had 3.5 times the steps of `vit-sup`, so its local heads and
+  architecture and data trained for the pretrained ViT's whole step budget (7,000 steps: 5,000
+  of pretraining and 2,000 of fine-tuning); Fig 4 counts the more local, Fig 13 takes the
+  lower of the two interval ends. Reason: `vit-cls` had 3.5 times the steps of `vit-sup`, so its local heads and
   stronger middle layers could have been compute (docs/ZOO.md 3k). Both rules are stricter.
 - **Fig 13 (more data, stronger middle layers).** Old: the mean difference >= 0.05 over 3 probe
   seeds. New: the lower end of the paired 95% t interval over 10 seeds >= 0.05. Reason: 0.049

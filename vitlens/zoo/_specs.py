@@ -62,7 +62,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "arch": "vit-cls",
         "steps": 7000,
         "stands_in_for": "vit-sup trained for vit-cls's whole step budget (5,000 pretraining + "
-        "2,000 fine-tuning steps): the compute-matched supervised ViT (Fig 4), and the normal "
+        "2,000 fine-tuning steps): the compute-matched supervised ViT (Fig 4, 13), and the normal "
         "ViT trained like vit-noskip (Fig 8)",
     },
     f"vit-noskip-{NOSKIP_BLOCK}": {
