@@ -177,9 +177,8 @@ def data_scale(models: Mapping[str, Any], reference: Any, images: Any, *,
     everything = {keys[(label, k)]: m for label, ms in by_label.items()
                   for k, m in enumerate(ms)}
     everything.update(zip(ref_keys, refs, strict=True))
-    rows = dict.fromkeys((keys[(label, k)] for label in by_label for k in range(len(refs))),
-                         layers)
-    sims = joint_cka(everything, images, rows=rows, cols=dict.fromkeys(ref_keys, layers),
+    sims = joint_cka(everything, images, rows=dict.fromkeys(keys.values(), layers),
+                     cols=dict.fromkeys(ref_keys, layers),
                      token_mode=token_mode, batch_size=batch_size, device=device,
                      progress=progress, n_images=n_images, desc="CKA vs reference")
     results = [_block_result(DataScaleResult,

@@ -55,13 +55,13 @@ def paired_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
     return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
 
 
+def _token_agg(result) -> str:
+    """The single-token aggregation a probe has: ``"every"`` (preferred) or ``"token"``."""
+    return "every" if "every" in result.aggregations else "token"
+
+
 def _single_token(result, layer: str) -> float:
-    aggs = result.aggregations
-    if "every" in aggs:
-        return result.value(layer, "every")
-    if "token" in aggs:
-        return result.value(layer, "token")
-    return float("nan")
+    return _value(result, layer, _token_agg(result))
 
 
 def _value(result, layer: str, agg: str) -> float:
@@ -80,10 +80,6 @@ def _paired(a, layer_a: str, agg_a: str, b, layer_b: str, agg_b: str):
     x = a.per_seed[:, a.layers.index(layer_a), a.aggregations.index(agg_a)]
     y = b.per_seed[:, b.layers.index(layer_b), b.aggregations.index(agg_b)]
     return (*paired_interval(x, y), len(x) >= MIN_SEEDS)
-
-
-def _token_agg(result) -> str:
-    return "every" if "every" in result.aggregations else "token"
 
 
 def _interval_note(mean: float, low: float, high: float, n: int, enough: bool) -> str:
@@ -145,11 +141,7 @@ def linear_probes(cls_probe, gap_probe=None, small_data_probe=None,
         seeds = cls_probe.meta.get("seeds", [])
         others = [p for p in (small_data_probe, matched_probe) if p is not None]
         parts, lows = [], []
-        for other in others:
-            if seeds != other.meta.get("seeds", []):
-                msg = ("Fig 13 pairs the two models' probes by seed: probe both with the same "
-                       "seeds")
-                raise ValueError(msg)
+        for other in others:  # _paired raises unless both were probed with the same seeds
             mean, low, high, _ = _paired(cls_probe, mid, "mean", other, mid, "mean")
             lows.append(low)
             parts.append(f"vs {other.meta.get('model')} ({fmt(_value(other, mid, 'mean'))}): "

@@ -66,22 +66,22 @@ def data_scale_and_finetuning(data_scale=None, finetune=None, *, near: str | Non
     """
     rows: list[Finding] = []
     if data_scale is not None:
-        cka = np.asarray(data_scale.cka, np.float64)  # (R, B)
+        cka = np.asarray(data_scale.cka, np.float64)  # (R, B), the mean over training seeds
+        per_seed = np.asarray(data_scale.per_seed, np.float64)[:, :, -1]  # (S, R), top block
+        n_seeds = per_seed.shape[0]
         lo, hi = halves(cka.shape[1])
         least = cka[0]
         gap = nanmean(least[lo]) - nanmean(least[hi])
         rows.append(finding(
             "Fig 12", "low layers stay similar even at small data scale; high layers do not",
             f"per-block CKA with the full-data ViT ({data_scale.rows[0]} data"
-            + (f", mean over {data_scale.per_seed.shape[0]} training seeds"
-               if data_scale.per_seed.shape[0] > 1 else "") + "): lower half - upper half",
+            + (f", mean over {n_seeds} training seeds" if n_seeds > 1 else "")
+            + "): lower half - upper half",
             gap, f">= {MIN_LOW_HIGH_GAP}", gap >= MIN_LOW_HIGH_GAP,
             "per block: " + ", ".join(fmt(v, 2) for v in least),
             why_not="at small scale the lower blocks differ from the full-data model as much "
                     "as the upper ones"))
         top = cka[:, -1]
-        per_seed = np.asarray(data_scale.per_seed, np.float64)[:, :, -1]  # (S, R)
-        n_seeds = per_seed.shape[0]
         rho = spearman(np.arange(len(top)), top)
         rise = float(top[-1] - top[0])
         enough = n_seeds >= MIN_SCALE_SEEDS

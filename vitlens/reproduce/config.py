@@ -36,12 +36,6 @@ ROLES = {
     "vit_10pct": "the ViT trained on 10% of the data",
     "vit_30pct": "the ViT trained on 30% of the data",
     "vit_60pct": "the ViT trained on 60% of the data",
-    **{f"{role}_seed{k}": f"{what}, training seed {k}" for k in SCALE_SEEDS[1:] for role, what in (
-        ("vit_zoo", "the zoo's supervised full-data ViT (Fig 12's reference)"),
-        ("vit_3pct", "the ViT trained on 3% of the data"),
-        ("vit_10pct", "the ViT trained on 10% of the data"),
-        ("vit_30pct", "the ViT trained on 30% of the data"),
-        ("vit_60pct", "the ViT trained on 60% of the data"))},
     "vit_noskip": "the ViT trained without the skip connections of one middle block",
     "vit_noskip_ref": "the normal ViT trained with the no-skip ViT's recipe (Fig 8's reference)",
     "vit_ft_base": "the ViT the two fine-tunes start from (App. G)",
@@ -61,16 +55,20 @@ ZOO_MODELS = {
     "vit_10pct": "vitlens/vit-cls-10pct",
     "vit_30pct": "vitlens/vit-cls-30pct",
     "vit_60pct": "vitlens/vit-cls-60pct",
-    **{f"{role}_seed{k}": f"{name}-seed{k}" for k in SCALE_SEEDS[1:] for role, name in (
-        ("vit_zoo", "vitlens/vit-sup"), ("vit_3pct", "vitlens/vit-cls-3pct"),
-        ("vit_10pct", "vitlens/vit-cls-10pct"), ("vit_30pct", "vitlens/vit-cls-30pct"),
-        ("vit_60pct", "vitlens/vit-cls-60pct"))},
     "vit_noskip": "vitlens/vit-noskip-3",
     "vit_noskip_ref": "vitlens/vit-sup-7k",
     "vit_ft_base": "vitlens/vit-cls",
     "vit_ft_near": "vitlens/vit-cls-ft-near",
     "vit_ft": "vitlens/vit-cls-ft",
 }
+
+#: Fig 12's roles, repeated for every further training seed as ``<role>_seed<k>`` (the zoo's
+#: ``<model>-seed<k>``; ``SCALE_SEEDS`` in ``vitlens.zoo._specs``).
+SCALE_ROLES = ("vit_zoo", "vit_3pct", "vit_10pct", "vit_30pct", "vit_60pct")
+for _k in SCALE_SEEDS[1:]:
+    for _role in SCALE_ROLES:
+        ROLES[f"{_role}_seed{_k}"] = f"{ROLES[_role]}; training seed {_k}"
+        ZOO_MODELS[f"{_role}_seed{_k}"] = f"{ZOO_MODELS[_role]}-seed{_k}"
 
 #: The closest public checkpoints (PAPER.md). Roles without a public counterpart (the
 #: data-fraction ViTs and the no-skip ViT were trained by the paper's authors) keep the zoo

@@ -23,8 +23,9 @@ NOSKIP_BLOCK = 3
 # its training images (default 0: the shapes set every classifier uses); ``init_from`` a zoo model
 # to start from (``steps``/``lr`` default to the fine-tuning ones, unless set here);
 # ``seed`` the seed of its initialisation and data order (default: ``train.DEFAULTS["seed"]``,
-# 0; the ``-seed<k>`` replicates of Fig 12's family set it); ``layer_decay`` an optional layer-wise learning-rate decay of a fine-tuned pretrained ViT
-# (BEiT/MAE practice; tried in docs/ZOO.md, unused by the bundled zoo).
+# 0; the ``-seed<k>`` replicates of Fig 12's family set it); ``layer_decay`` an optional
+# layer-wise learning-rate decay of a fine-tuned pretrained ViT (BEiT/MAE practice; tried in
+# docs/ZOO.md, unused by the bundled zoo).
 SPECS: dict[str, dict[str, Any]] = {
     "vit-mim": {
         "arch": "vit-mim",
