@@ -214,6 +214,22 @@ def test_attention_distance_flips():
     assert fig4.value == pytest.approx(3 - 2) and fig4.passes
 
 
+
+def test_fig5_says_which_kinds_of_head_the_lower_blocks_hold():
+    d = np.array([[16, 19, 23], [24, 27, 30], [30, 31, 31], [31, 31, 32]], float)
+    flat = _subsets([16, 19, 23], [[0.07, 0.07], [0.05, 0.05], [0.08, 0.07]])
+    # block 0 all local, block 1 all global: nothing to order, and the note counts both kinds
+    no_mix = _local([[3.9, 2.8, 2.9], [1.7, 1.6, 1.2], [1.2] * 3, [1.2] * 3])
+    row = _by_figure(F.attention_distance(_dist(d), flat, locality=no_mix), "most local head")
+    assert not row.reproduced
+    assert "no lower-half block holds both local and global heads" in row.note
+    assert "block 0: 3 local (ratio >= 2.0), 0 global (< 1.3)" in row.note
+    assert "block 1: 0 local (ratio >= 2.0), 1 global (< 1.3)" in row.note
+    # block 1 holds both kinds: the reason is then the CKA order itself
+    mix = _local([[3.9, 2.8, 2.9], [2.4, 1.6, 1.2], [1.2] * 3, [1.2] * 3])
+    row = _by_figure(F.attention_distance(_dist(d), flat, locality=mix), "most local head")
+    assert "are not less similar to the ResNet" in row.note and "no lower-half" not in row.note
+
 # --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
 
 def _gauss(sigma, size=64, centre=(35.5, 35.5)):
