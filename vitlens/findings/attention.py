@@ -159,22 +159,24 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
 def _why_no_order(head_subsets, subset_distance, locality) -> str:
     """Fig 5's measured reason: which kinds of head the lower blocks hold, or the CKA order."""
     block = head_subsets.meta.get("block")
-    span = (f"the heads of block {block} span only {fmt(subset_distance.min(), 1)}-"
+    span = (f"the heads of block {block} span {fmt(subset_distance.min(), 1)}-"
             f"{fmt(subset_distance.max(), 1)} px")
     if locality is None:
         if subset_distance.max() - subset_distance.min() < 10:
-            return f"{span}: with no global head in the block (or no local one) there is little to order"
+            return (f"{span} only: with no global head in the block (or no local one) there is "
+                    "little to order")
         return "the more global heads of the block are not less similar to the ResNet"
     r = np.asarray(locality.local_ratio, np.float64)
-    low = r[_lower_blocks(len(r))]
+    lower = _lower_blocks(len(r))
     kinds = [(int(b), int((row >= MIN_LOCAL_RATIO).sum()), int((row < MAX_GLOBAL_RATIO).sum()))
-             for b, row in zip(locality.blocks, low, strict=False)]
+             for b, row in zip(list(locality.blocks)[lower], r[lower], strict=True)]
     mixed = [b for b, n_loc, n_glob in kinds if n_loc and n_glob]
     counts = "; ".join(f"block {b}: {n_loc} local (ratio >= {MIN_LOCAL_RATIO}), {n_glob} global "
                        f"(< {MAX_GLOBAL_RATIO})" for b, n_loc, n_glob in kinds)
     if not mixed:
         return (f"{span}, and no lower-half block holds both local and global heads ({counts}): "
                 "the paper orders the local and global heads of one block, and ours has no such "
-                "block to order (docs/ZOO.md 3m measures the order where a low block has both)")
+                "block to order (for the zoo, docs/ZOO.md 3m measures the order where a low "
+                "block has both)")
     return (f"the more global heads of block {block} are not less similar to the ResNet "
             f"(lower-half head kinds: {counts})")
