@@ -229,6 +229,10 @@ def test_fig5_says_which_kinds_of_head_the_lower_blocks_hold():
     mix = _local([[3.9, 2.8, 2.9], [2.4, 1.6, 1.2], [1.2] * 3, [1.2] * 3])
     row = _by_figure(F.attention_distance(_dist(d), flat, locality=mix), "most local head")
     assert "are not less similar to the ResNet" in row.note and "no lower-half" not in row.note
+    from vitlens.findings.attention import lower_head_kinds, mixed_blocks
+
+    assert lower_head_kinds(mix) == [(0, 3, 0), (1, 1, 1)]  # the lower half of 4 blocks
+    assert mixed_blocks(mix) == [1] and mixed_blocks(no_mix) == []
 
 # --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
 

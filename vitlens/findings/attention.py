@@ -29,7 +29,8 @@ import numpy as np
 from ._core import Finding, finding, fmt, halves, spearman
 
 __all__ = ["MAX_GLOBAL_RATIO", "MAX_SUBSET_RHO", "MIN_DEPTH_RHO", "MIN_EXTRA_LOCAL_HEADS",
-           "MIN_LOCAL_RATIO", "MIN_RISE_PX", "MIN_SUBSET_CKA_DROP", "attention_distance"]
+           "MIN_LOCAL_RATIO", "MIN_RISE_PX", "MIN_SUBSET_CKA_DROP", "attention_distance",
+           "lower_head_kinds", "mixed_blocks"]
 
 MIN_LOCAL_RATIO = 2.0
 MAX_GLOBAL_RATIO = 1.3
@@ -58,6 +59,21 @@ def local_head_count(locality, threshold: float = MIN_LOCAL_RATIO) -> int:
     """Heads in the lower half of the blocks with a local ratio of at least ``threshold``."""
     r = np.asarray(locality.local_ratio, np.float64)
     return int((r[_lower_blocks(len(r))] >= threshold).sum())
+
+
+def lower_head_kinds(locality) -> list[tuple[int, int, int]]:
+    """(block, local heads, global heads) for each block of the lower half: a head is local at
+    a ratio of at least :data:`MIN_LOCAL_RATIO`, global below :data:`MAX_GLOBAL_RATIO`."""
+    r = np.asarray(locality.local_ratio, np.float64)
+    lower = _lower_blocks(len(r))
+    return [(int(b), int((row >= MIN_LOCAL_RATIO).sum()), int((row < MAX_GLOBAL_RATIO).sum()))
+            for b, row in zip(list(locality.blocks)[lower], r[lower], strict=True)]
+
+
+def mixed_blocks(locality) -> list[int]:
+    """The lower-half blocks that hold both a local and a global head (where Fig 5's order of
+    heads can show)."""
+    return [b for b, n_local, n_global in lower_head_kinds(locality) if n_local and n_global]
 
 
 def attention_distance(distance, head_subsets=None, small_data=None, *, locality=None,
@@ -166,10 +182,7 @@ def _why_no_order(head_subsets, subset_distance, locality) -> str:
             return (f"{span} only: with no global head in the block (or no local one) there is "
                     "little to order")
         return "the more global heads of the block are not less similar to the ResNet"
-    r = np.asarray(locality.local_ratio, np.float64)
-    lower = _lower_blocks(len(r))
-    kinds = [(int(b), int((row >= MIN_LOCAL_RATIO).sum()), int((row < MAX_GLOBAL_RATIO).sum()))
-             for b, row in zip(list(locality.blocks)[lower], r[lower], strict=True)]
+    kinds = lower_head_kinds(locality)
     mixed = [b for b, n_loc, n_glob in kinds if n_loc and n_glob]
     counts = "; ".join(f"block {b}: {n_loc} local (ratio >= {MIN_LOCAL_RATIO}), {n_glob} global "
                        f"(< {MAX_GLOBAL_RATIO})" for b, n_loc, n_glob in kinds)

@@ -77,6 +77,17 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
     g.results = {"distance_vit": dist, "distance_vit_small_data": small,
                  "locality_vit": local, "locality_vit_small_data": small_local,
                  "head_subsets": subsets}
+    # an illustration beside Fig 5, not a verdict: the GAP ViT's first lower-half block that
+    # holds both local and global heads, where the order of heads can show (docs/ZOO.md 3m)
+    if M.get("vit_gap") is not None:
+        from ..findings.attention import mixed_blocks
+
+        gap_local = attention_locality(M["vit_gap"], images, **kw)
+        g.results["locality_vit_gap"] = gap_local
+        mixed = mixed_blocks(gap_local)
+        if mixed:
+            g.results["head_subsets_vit_gap"] = head_subset_cka(
+                M["vit_gap"], M["resnet"], images, block=mixed[0], subset_size=1, **kw)
     if matched_local is not None:
         g.results["locality_vit_small_data_matched"] = matched_local
     g.charts = {"fig3_attention_distance": dist.chart(kind="sorted"),
