@@ -214,7 +214,6 @@ def test_attention_distance_flips():
     assert fig4.value == pytest.approx(3 - 2) and fig4.passes
 
 
-
 def test_fig5_says_which_kinds_of_head_the_lower_blocks_hold():
     d = np.array([[16, 19, 23], [24, 27, 30], [30, 31, 31], [31, 31, 32]], float)
     flat = _subsets([16, 19, 23], [[0.07, 0.07], [0.05, 0.05], [0.08, 0.07]])
@@ -233,6 +232,7 @@ def test_fig5_says_which_kinds_of_head_the_lower_blocks_hold():
 
     assert lower_head_kinds(mix) == [(0, 3, 0), (1, 1, 1)]  # the lower half of 4 blocks
     assert mixed_blocks(mix) == [1] and mixed_blocks(no_mix) == []
+
 
 # --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
 

@@ -183,10 +183,9 @@ def _why_no_order(head_subsets, subset_distance, locality) -> str:
                     "little to order")
         return "the more global heads of the block are not less similar to the ResNet"
     kinds = lower_head_kinds(locality)
-    mixed = [b for b, n_loc, n_glob in kinds if n_loc and n_glob]
     counts = "; ".join(f"block {b}: {n_loc} local (ratio >= {MIN_LOCAL_RATIO}), {n_glob} global "
                        f"(< {MAX_GLOBAL_RATIO})" for b, n_loc, n_glob in kinds)
-    if not mixed:
+    if not mixed_blocks(locality):
         return (f"{span}, and no lower-half block holds both local and global heads ({counts}): "
                 "the paper orders the local and global heads of one block, and ours has no such "
                 "block to order (for the zoo, docs/ZOO.md 3m measures the order where a low "
