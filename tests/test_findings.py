@@ -234,6 +234,20 @@ def test_fig5_says_which_kinds_of_head_the_lower_blocks_hold():
     assert mixed_blocks(mix) == [1] and mixed_blocks(no_mix) == []
 
 
+def test_uniform_reference_counts_the_prefix_tokens_share_as_the_statistic_does():
+    # 2x2 grid of 8-px patches: distances 0, 8, 8, 8*sqrt(2) from each patch; mean over keys
+    uniform = (0 + 8 + 8 + 8 * np.sqrt(2)) / 4
+    meta = {"model": "v", "blocks": [0, 1], "grid_size": [2, 2], "patch_size": [8, 8]}
+    d = np.array([[4.0, 5.0], [6.0, 7.0]])
+    gap = AttentionDistanceResult({"distance": d, "count": np.asarray(1.0)},
+                                  dict(meta, num_prefix_tokens=0))
+    assert f"uniform attention: {uniform:.1f} px" in F.attention_distance(gap)[0].note
+    cls = AttentionDistanceResult({"distance": d, "count": np.asarray(1.0)},
+                                  dict(meta, num_prefix_tokens=1))
+    note = F.attention_distance(cls)[0].note  # uniform over 5 keys puts 4/5 on the patches
+    assert f"uniform attention: {uniform * 4 / 5:.1f} px ({uniform:.1f} px over the" in note
+
+
 # --- Fig 6, C.1-C.4 ------------------------------------------------------------------------
 
 def _gauss(sigma, size=64, centre=(35.5, 35.5)):
