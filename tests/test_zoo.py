@@ -217,6 +217,20 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
     assert json.loads((tmp_path / "cards" / "resnet.json").read_text())["steps"] == 1
 
 
+def test_cli_trains_a_backbone_then_its_fine_tune(tmp_path, capsys):
+    """`train all` starts with the masked-patch backbone, whose card has no accuracy: the CLI
+    reports its loss and goes on to the models fine-tuned from it."""
+    from vitlens.zoo.train import main
+
+    argv = ["vit-cls", "vit-mim", "--steps", "1", "--n-train", "32", "--test-n", "16",
+            "--out", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("vit-mim: masked-patch test_loss=")
+    assert lines[1].startswith("vit-cls: test_accuracy=")
+    assert json.loads((tmp_path / "cards" / "vit-cls.json").read_text())["init_from"] == "vit-mim"
+
+
 def test_vit_position_embeddings_start_large_and_without_spatial_structure():
     """The zoo ViTs draw position embeddings at std 0.2 (docs/ZOO.md, 3g), independent random
     vectors: neighbouring patches' embeddings are no more alike than distant ones'."""

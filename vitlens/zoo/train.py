@@ -320,6 +320,15 @@ def _order(names: list[str]) -> list[str]:
     return sorted(names, key=lambda n: (n not in sources, SPECS[n]["init_from"] is not None))
 
 
+def _summary(card: dict[str, Any]) -> str:
+    """A trained model's test result: its accuracy, or a backbone's masked-patch test loss."""
+    if card.get("test_accuracy") is not None:
+        return f"test_accuracy={card['test_accuracy']:.4f}"
+    pre = card["pretraining"]
+    return (f"masked-patch test_loss={pre['test_loss']:.4f} "
+            f"(mean patch: {pre['zero_predictor_test_loss']:.4f})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m vitlens.zoo.train", description=__doc__.split("\n")[0]
@@ -347,10 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             name, steps=args.steps, out=args.out, device=args.device, n_train=args.n_train,
             test_n=args.test_n, progress=not args.no_progress,
         )  # fmt: skip
-        print(
-            f"{name}: test_accuracy={card['test_accuracy']:.4f} wall_time_s={card['wall_time_s']}",
-            flush=True,
-        )
+        print(f"{name}: {_summary(card)} wall_time_s={card['wall_time_s']}", flush=True)
     return 0
 
 
