@@ -1,0 +1,69 @@
+"""Fig 5's statistic on blocks 0-2 of one ViT file: the zoo log's table in docs/ZOO.md 3m.
+
+    python tools/fig5_head_order.py vit-cls bundled
+    python tools/fig5_head_order.py vit-cls /tmp/zoo-verify/weights/vit-cls.safetensors
+    python tools/fig5_head_order.py vit-cls random
+    python tools/fig5_head_order.py vit-cls FILE --heads 8   # a variant trained with 8 heads
+
+For each block: the heads sorted from local to global (mean distance, px), their local
+attention ratios, each head's CKA with vitlens/resnet's stem and first third of its blocks
+(averaged over those layers), Spearman's rho of distance and CKA, and the most local head's
+CKA minus the most global's; on 512 synthetic test images. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("name", help="zoo architecture name, e.g. vit-cls")
+    p.add_argument("weights", help="'bundled', 'random' or a safetensors file")
+    p.add_argument("--heads", type=int, default=None, help="attention heads of a variant")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+
+    import vitlens
+    from vitlens.analyses import attention_distance, attention_locality, head_subset_cka
+    from vitlens.datasets import synthetic
+    from vitlens.zoo import architectures, registry
+
+    torch.set_num_threads(args.threads)
+    if args.heads is not None:  # a variant: the same architecture with another head count
+        for arch in ("vit-cls", "vit-gap", "vit-mim", "vit-noskip"):
+            architectures.ARCHITECTURES[arch]["kwargs"]["num_heads"] = args.heads
+    if args.weights == "bundled":
+        model = vitlens.load_model(f"vitlens/{args.name}")
+    elif args.weights == "random":
+        model = registry.create(args.name).eval()
+    else:
+        model = registry.load(args.name, args.weights)
+    images = synthetic("test", 512)
+    dist = attention_distance(model, images, batch_size=128, progress=False)
+    loc = attention_locality(model, images, batch_size=128, progress=False)
+    resnet = vitlens.load_model("vitlens/resnet")
+    out = {"model": args.name, "weights": args.weights,
+           "block_max_local": np.round(loc.local_ratio.max(1), 2).tolist(),
+           "local_heads_ge2": (loc.local_ratio >= 2).sum(1).tolist(),
+           "distance_by_block": np.round(dist.distance.mean(1), 1).tolist()}
+    for b in (0, 1, 2):
+        hs = head_subset_cka(model, resnet, images, block=b, head_distances=dist,
+                             subset_size=1, batch_size=128, progress=False)
+        cka = np.nanmean(np.asarray(hs.cka, np.float64), axis=1)
+        sd = np.asarray(hs.subset_distance)
+        out[f"block{b}"] = {"distance": np.round(sd, 1).tolist(),
+                            "local_ratio": np.round(loc.local_ratio[b][hs.subsets[:, 0]], 2).tolist(),
+                            "cka": np.round(cka, 3).tolist(),
+                            "rho": round(float(spearmanr(sd, cka).statistic), 2),
+                            "drop": round(float(cka[sd.argmin()] - cka[sd.argmax()]), 3)}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
