@@ -98,7 +98,6 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
     lo, hi = halves(len(per_block))
     try:
         uniform = uniform_distance(distance.meta["grid_size"], distance.meta["patch_size"])
-        ref = f"; uniform attention: {fmt(uniform, 1)} px"
         npt = int(distance.meta.get("num_prefix_tokens", 0))
         if npt and not distance.meta.get("renormalize", False):
             # the statistic sums over spatial keys only: the prefix tokens' share counts as 0
@@ -106,6 +105,8 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
             ref = (f"; uniform attention: {fmt(uniform * n / (n + npt), 1)} px ({fmt(uniform, 1)} "
                    f"px over the spatial keys alone: the statistic counts the share of the {npt} "
                    "prefix token(s) as 0 px)")
+        else:
+            ref = f"; uniform attention: {fmt(uniform, 1)} px"
     except (KeyError, TypeError, ValueError):
         ref = ""
     rows = []

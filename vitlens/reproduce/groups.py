@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from .. import findings as F
+from ..findings.attention import mixed_blocks
 from ..zoo._specs import SCALE_SEEDS
 from .config import Settings, patch_size, probe_images, test_images
 
@@ -80,8 +81,6 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
     # an illustration beside Fig 5, not a verdict: the GAP ViT's first lower-half block that
     # holds both local and global heads, where the order of heads can show (docs/ZOO.md 3m)
     if M.get("vit_gap") is not None:
-        from ..findings.attention import mixed_blocks
-
         gap_local = attention_locality(M["vit_gap"], images, **kw)
         g.results["locality_vit_gap"] = gap_local
         mixed = mixed_blocks(gap_local)
