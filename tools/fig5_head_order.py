@@ -8,7 +8,10 @@
 For each block: the heads sorted from local to global (mean distance, px), their local
 attention ratios, each head's CKA with vitlens/resnet's stem and first third of its blocks
 (averaged over those layers), Spearman's rho of distance and CKA, and the most local head's
-CKA minus the most global's; on 512 synthetic test images. Prints one JSON line.
+CKA minus the most global's; and, with the same ResNet layers, the CKA of the block's input
+(``blocks.<b>.norm1``, all tokens flattened) and of its whole attention branch
+(``blocks.<b>.attn``): a head can only be as ResNet-like as what it mixes. On 512 synthetic
+test images. Prints one JSON line.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ def main() -> None:
     p.add_argument("weights", help="'bundled', 'random' or a safetensors file")
     p.add_argument("--heads", type=int, default=None, help="attention heads of a variant")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0, help="init seed of a 'random' model")
     args = p.parse_args()
 
     import numpy as np
@@ -41,6 +45,7 @@ def main() -> None:
     if args.weights == "bundled":
         model = vitlens.load_model(f"vitlens/{args.name}")
     elif args.weights == "random":
+        torch.manual_seed(args.seed)
         model = registry.create(args.name).eval()
     else:
         model = registry.load(args.name, args.weights)
@@ -52,16 +57,24 @@ def main() -> None:
            "block_max_local": np.round(loc.local_ratio.max(1), 2).tolist(),
            "local_heads_ge2": (loc.local_ratio >= 2).sum(1).tolist(),
            "distance_by_block": np.round(dist.distance.mean(1), 1).tolist()}
+    layers = [f"blocks.{b}.{part}" for b in (0, 1, 2) for part in ("norm1", "attn")]
+    early = None
     for b in (0, 1, 2):
         hs = head_subset_cka(model, resnet, images, block=b, head_distances=dist,
                              subset_size=1, batch_size=128, progress=False)
+        if early is None:  # the same ResNet layers as the heads' CKA
+            early = vitlens.cka(model, images, resnet, layers_a=layers, layers_b=hs.cnn_layers,
+                                batch_size=128, progress=False, cache=False)
+            early = np.asarray(early.matrix, np.float64).mean(axis=1)
         cka = np.nanmean(np.asarray(hs.cka, np.float64), axis=1)
         sd = np.asarray(hs.subset_distance)
         out[f"block{b}"] = {"distance": np.round(sd, 1).tolist(),
                             "local_ratio": np.round(loc.local_ratio[b][hs.subsets[:, 0]], 2).tolist(),
                             "cka": np.round(cka, 3).tolist(),
                             "rho": round(float(spearmanr(sd, cka).statistic), 2),
-                            "drop": round(float(cka[sd.argmin()] - cka[sd.argmax()]), 3)}
+                            "drop": round(float(cka[sd.argmin()] - cka[sd.argmax()]), 3),
+                            "input_cka": round(float(early[layers.index(f"blocks.{b}.norm1")]), 3),
+                            "attn_cka": round(float(early[layers.index(f"blocks.{b}.attn")]), 3)}
     print(json.dumps(out))
 
 
