@@ -30,6 +30,7 @@ from ..distributed import resolve_device
 from ..errors import ImageError
 from ..models.labels import model_label
 from ..models.loading import load_model
+from ..similarity._run_checks import check_device, check_n_images, check_run_args
 
 
 class SumState:
@@ -116,7 +117,12 @@ class ImageRun:
 
 
 def load(model: str | nn.Module, device: torch.device) -> nn.Module:
-    """``load_model(model)`` on ``device``, in eval mode."""
+    """``load_model(model)`` on ``device``, in eval mode.
+
+    Raises:
+        ValueError: a device this machine does not have (before the model is moved).
+    """
+    check_device(device)
     return load_model(model).to(device).eval()
 
 
@@ -133,16 +139,17 @@ def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch
 
     Raises:
         ImageError: fewer images than ``n_images`` or than ``min_images``.
-        ValueError: a bad ``batch_size``.
+        TypeError: ``n_images`` or ``batch_size`` not a whole number.
+        ValueError: a bad ``n_images``, ``batch_size`` or ``device`` (see
+            :func:`vitlens.similarity._run_checks.check_run_args`), before any work.
     """
+    n_images, batch_size = check_run_args(n_images=n_images, batch_size=batch_size,
+                                          device=device, min_batch=min_images, what=what)
     dev = resolve_device(device)
     labels = [model_label(m) for m in models]
     loaded = [load_model(m).to(dev) for m in models]
     source, n = images_and_count(images, n_images, need=min_images, what=what,
                                  default_n=default_n)
-    if batch_size < min_images:
-        msg = f"batch_size={batch_size} is too small: {what} needs batches of at least {min_images}"
-        raise ValueError(msg)
     batches = balanced_batches(n, batch_size, min_size=min_images)
     mine = vd.shard_batches(batches, what=what)
     stream = MultiModelBatches(source, loaded, mine, dev)
@@ -205,19 +212,18 @@ def images_and_count(images: Any, n_images: int | None, *, need: int = 4,
 
     Raises:
         ImageError: fewer images than ``n_images`` or than ``need``.
+        TypeError: ``n_images`` not a whole number.
         ValueError: a non-positive ``n_images``.
     """
+    n_images = check_n_images(n_images)  # before the source is read
     src = as_images(images)
     available = len(src)
     if n_images is not None:
-        if n_images < 1:
-            msg = f"n_images={n_images}; pass a positive number of images"
-            raise ValueError(msg)
         if n_images > available:
             msg = (f"n_images={n_images} but the image source has only {available} images; pass "
                    f"n_images<={available} or more images")
             raise ImageError(msg)
-        n = int(n_images)
+        n = n_images
     else:
         n = available if default_n is None else min(default_n, available)
     if n < need:

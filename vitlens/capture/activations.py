@@ -74,6 +74,16 @@ def _grid_of(x: torch.Tensor, point: LayerPoint, n_spatial: int,
     return side, side
 
 
+def _mean_float64(spatial: torch.Tensor) -> torch.Tensor:
+    """(n, N, C) -> (n, C) token mean in float64: a float32 mean over many tokens loses the
+    small differences between examples when a channel has a large offset ("massive
+    activations"), and CKA accumulates in float64 anyway. MPS has no float64, so MPS tensors
+    are averaged on the CPU."""
+    if spatial.device.type == "mps":
+        spatial = spatial.cpu()
+    return spatial.to(torch.float64).mean(dim=1)
+
+
 def apply_token_mode(x: torch.Tensor, point: LayerPoint, token_mode: str,
                      grid: tuple[int, int] | None = None) -> torch.Tensor:
     """Reduce one captured activation according to ``token_mode``.
@@ -81,7 +91,7 @@ def apply_token_mode(x: torch.Tensor, point: LayerPoint, token_mode: str,
     Returns:
         ``flatten``: (n, D) all tokens (prefix included) or the whole map, flattened.
         ``cls``: (n, C) the first prefix token. ``mean``: (n, C) the mean over spatial tokens
-        (prefix tokens excluded) or spatial positions. ``tokens``: (n * N_spatial, C), each
+        (prefix tokens excluded) or spatial positions, in float64. ``tokens``: (n * N_spatial, C), each
         spatial token an example. ``spatial``: (n, H, W, C), the grid kept.
     """
     n = x.shape[0]
@@ -102,7 +112,7 @@ def apply_token_mode(x: torch.Tensor, point: LayerPoint, token_mode: str,
         return tokens[:, 0]
     spatial = tokens[:, npt:]
     if token_mode == "mean":
-        return spatial.mean(dim=1)
+        return _mean_float64(spatial)
     if token_mode == "tokens":
         return spatial.reshape(-1, spatial.shape[-1])
     if token_mode == "spatial":

@@ -11,7 +11,8 @@ __all__: list[str] = []
 
 
 class ConstantLayerWarning(RuntimeWarning):
-    """A representation was constant over the examples, so its CKA is undefined (NaN)."""
+    """A representation's (unbiased) HSIC with itself was 0, so its CKA is undefined (NaN):
+    it was constant over the examples, or (unbiased HSIC) varied in too few of them."""
 
 
 def _shape(x: Any) -> tuple[int, ...]:

@@ -28,8 +28,9 @@ class MinibatchCKA:
     (the unbiased estimator of Song et al. 2012) to float64 sums, so the result is the
     batch-size-weighted mean HSIC: ``CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L))`` with
     each HSIC the weighted mean over batches. It is never clamped: it can be slightly
-    negative for unrelated layers, and a layer that is constant over every batch gives a
-    NaN row (or column) together with a :class:`ConstantLayerWarning`.
+    negative for unrelated layers, and a layer whose unbiased HSIC with itself is 0 in every
+    batch (constant, or varying in too few examples per batch) gives a NaN row (or column)
+    together with a :class:`ConstantLayerWarning`.
 
     Each layer's features are centred per batch before its Gram is formed (robust to large
     channel offsets, "massive activations"). Float32 (or lower precision) activations use
@@ -238,8 +239,8 @@ class MinibatchCKA:
         """The minibatch CKA matrix.
 
         Returns:
-            Tensor (L_a, L_b), float64, on :attr:`device`. Rows (columns) of layers that were
-            constant over every batch are NaN, with a :class:`ConstantLayerWarning`.
+            Tensor (L_a, L_b), float64, on :attr:`device`. Rows (columns) of layers whose unbiased
+            HSIC with itself was 0 in every batch are NaN, with a :class:`ConstantLayerWarning`.
 
         Raises:
             RuntimeError: If no batch has been added.
@@ -256,10 +257,13 @@ class MinibatchCKA:
         return ab / torch.sqrt(aa[:, None] * bb[None, :])
 
     def _warn_constant(self, diag: torch.Tensor, side: str, axis: str) -> None:
-        for i in torch.nonzero(diag == 0).flatten().tolist():
+        # HSIC_1(K, K) >= 0; the feature route can give -1e-17 where the Gram route gives 0
+        for i in torch.nonzero(diag <= 0).flatten().tolist():
             where = "row and column" if self.self_comparison else axis
-            msg = (f"layer {self._label(side, i)} was constant over every batch (its "
-                   f"U-centred Gram is zero), so its CKA {where} is NaN")
+            msg = (f"layer {self._label(side, i)}: its unbiased HSIC with itself was 0 (to "
+                   "rounding) in every batch (its U-centred Gram is zero: the layer is "
+                   "constant, or varies in too few examples per batch), so its CKA "
+                   f"{where} is NaN; use more or larger batches, or leave the layer out")
             warnings.warn(msg, ConstantLayerWarning, stacklevel=3)
 
     # -- state ------------------------------------------------------------------------------

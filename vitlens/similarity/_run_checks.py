@@ -1,8 +1,14 @@
-"""Input checks of :class:`vitlens.similarity.run.CKARun` that turn deep torch failures
-into errors naming the problem and the fix."""
+"""Input checks of :class:`vitlens.similarity.run.CKARun` (and of the analyses, through
+:mod:`vitlens.analyses._run`) that turn deep torch failures into errors naming the problem
+and the fix.
+
+:func:`check_run_args` is the one home of the checks of ``n_images``, ``batch_size`` and
+``device`` that every public run shares.
+"""
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,3 +96,100 @@ def check_data_config(label: str, model: nn.Module, images: Any) -> None:
            "input_size=(3, H, W), mean=(...), std=(...)) (or set model.pretrained_cfg), or "
            "pass preprocessed (n, C, H, W) tensors as images")
     raise ValueError(msg)
+
+
+def _whole(value: Any) -> bool:
+    """An int (Python or NumPy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def check_n_images(n_images: Any) -> int | None:
+    """``n_images`` as an int: ``None`` (every image) or a whole number >= 1.
+
+    Raises:
+        TypeError: not a whole number (a float such as 4.7, a bool, a string).
+        ValueError: zero or negative.
+    """
+    if n_images is None:
+        return None
+    if not _whole(n_images):
+        msg = (f"n_images={n_images!r} ({type(n_images).__name__}) is not a whole number; pass "
+               "an int >= 1, e.g. n_images=64, or n_images=None to use every image")
+        raise TypeError(msg)
+    if n_images < 1:
+        msg = (f"n_images={n_images}: pass a positive number of images (an int >= 1), or "
+               "n_images=None to use every image")
+        raise ValueError(msg)
+    return int(n_images)
+
+
+def check_batch_size(batch_size: Any, minimum: int = 4, what: str = "minibatch CKA") -> int:
+    """``batch_size`` as an int, a whole number >= ``minimum``.
+
+    Raises:
+        TypeError: not a whole number (a float such as 4.5, a bool, a string).
+        ValueError: below ``minimum``.
+    """
+    if not _whole(batch_size):
+        msg = (f"batch_size={batch_size!r} ({type(batch_size).__name__}) is not a whole number; "
+               f"pass an int >= {minimum}, e.g. batch_size=64")
+        raise TypeError(msg)
+    if batch_size < minimum:
+        why = " (the unbiased HSIC divides by n(n-3))" if minimum == 4 else ""
+        msg = (f"batch_size={batch_size} is too small: {what} needs batches of at least "
+               f"{minimum} images{why}; pass batch_size>={minimum}")
+        raise ValueError(msg)
+    return int(batch_size)
+
+
+def check_device(device: Any, *, flag: str | None = None) -> None:
+    """Refuse a device this machine does not have, before any model is moved there.
+
+    Args:
+        device: ``None`` (the best device there is), a string or a :class:`torch.device`.
+        flag: The command-line flag (``"--device"``) when the value came from one; the
+            message then spells the fix as a flag.
+
+    Raises:
+        ValueError: not a torch device, or one that is not available here.
+    """
+    if device is None:
+        return
+    arg = f"{flag} {str(device)!r}" if flag else f"device={str(device)!r}"
+    cpu = f"{flag} cpu" if flag else "device='cpu'"
+    best = f"leave {flag} out" if flag else "pass device=None"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        msg = f"{arg} is not a torch device ({err}); use cpu, cuda, cuda:N or mps"
+        raise ValueError(msg) from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            msg = (f"{arg}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                   f"False); use {cpu}, or {best} to pick the best device there is")
+            raise ValueError(msg)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            msg = (f"{arg}: this machine has {count} CUDA device(s), cuda:0 to "
+                   f"cuda:{count - 1}; pick one of them, or {best}")
+            raise ValueError(msg)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        msg = f"{arg}: Apple MPS is not available here; use {cpu}, or {best}"
+        raise ValueError(msg)
+
+
+def check_run_args(*, n_images: Any = None, batch_size: Any = 64, device: Any = None,
+                   min_batch: int = 4, what: str = "minibatch CKA") -> tuple[int | None, int]:
+    """The checks every public run shares, before any image is read or model moved:
+    ``n_images`` (``None`` or an int >= 1), ``batch_size`` (an int >= ``min_batch``) and
+    ``device`` (available here). Returns ``(n_images, batch_size)`` as ints.
+
+    Raises:
+        TypeError: ``n_images`` or ``batch_size`` not a whole number.
+        ValueError: a value out of range or a device this machine does not have, naming
+            the argument, the value and the fix.
+    """
+    n = check_n_images(n_images)
+    b = check_batch_size(batch_size, min_batch, what)
+    check_device(device)
+    return n, b
