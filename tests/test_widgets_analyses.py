@@ -34,13 +34,16 @@ def x4():
 
 @pytest.fixture(scope="module")
 def explorer(vit, x4):
-    return AttentionExplorer(vit, x4)
+    ex = AttentionExplorer(vit, x4)
+    assert ex.wait(120)  # the maps are computed in the background
+    return ex
 
 
 # ----- AttentionExplorer -----
 def test_attention_matches_qkv_softmax_for_each_layer(explorer, vit, x4):
     ex = explorer
     ex.image.value = ex.image.options[1][1]
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.layer.max == 1 and ex.head.max == 1
     for layer in (1, 0):
         ex.layer.value = layer  # a slider move
@@ -79,6 +82,7 @@ def test_images_are_cached_and_uploads_are_checked(explorer):
     before = ex.attention.values.copy()
     hits = ex.cache.hits
     ex.image.value = ex.image.options[2][1]
+    assert ex.wait(120)
     ex.image.value = ex.image.options[0][1]  # back: from the cache
     assert ex.cache.hits == hits + 1
     np.testing.assert_array_equal(ex.attention.values, before)
@@ -92,18 +96,22 @@ def test_images_are_cached_and_uploads_are_checked(explorer):
     Image.fromarray(np.full((40, 48, 3), 200, np.uint8)).save(buf, format="PNG")
     ex.upload.set_state({"value": [{"name": "grey.png", "type": "image/png", "size": 1,
                                     "last_modified": 0, "content": memoryview(buf.getvalue())}]})
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.image.label == "upload: grey.png"
     assert ex.attention.image.shape == (32, 32, 3)  # as the model sees it
 
 
 def test_attention_errors_keep_the_widget_usable(vit, x4):
     ex = AttentionExplorer(make_tiny("resnet"), x4, charts=False)
+    assert ex.wait(120)
     assert "has no timm self-attention blocks" in ex.message.text
     assert ex.attention.message  # no silent blank
     label = ex.models.add(vit)
     ex.model.value = "no_such_model_abc"
+    assert ex.wait(120)
     assert "unknown model 'no_such_model_abc'" in ex.message.text
     ex.model.value = label
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.attention.values.shape == (2, 17, 17)
 
 
@@ -122,6 +130,7 @@ def test_attention_from_precomputed_maps(vit, x4):
 def test_localization_click_shows_cka_with_input_patches(vit):
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     ex = LocalizationExplorer(vit, x, n_images=16, batch_size=8)
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.current_layer == "blocks.1"
     ex.view.set_state({"clicked": [1, 2]})
     assert ex.view.query == 1 * 4 + 2
@@ -132,6 +141,7 @@ def test_localization_click_shows_cka_with_input_patches(vit):
                          [range(0, 8), range(8, 16)])
     np.testing.assert_allclose(ex.view.current_map(), want.reshape(4, 4), atol=2e-5)
     ex.layer.value = 0  # slider: computes blocks.0, then moving back is cached
+    assert ex.wait(120)
     assert ex.current_layer == "blocks.0"
     hits = ex.cache.hits
     ex.layer.value = 1
@@ -148,6 +158,7 @@ def test_localization_click_shows_cka_with_input_patches(vit):
 def test_residual_heatmap_is_log_ratio_per_token(vit):
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     ex = ResidualExplorer(vit, x, n_images=8, batch_size=4)
+    assert ex.wait(120)
     assert ex.message.text == ""
     assert ex.heatmap.col_labels == ["blocks.0.attn", "blocks.0.mlp", "blocks.1.attn",
                                      "blocks.1.mlp"]
@@ -175,6 +186,7 @@ def test_residual_heatmap_is_log_ratio_per_token(vit):
 def test_residual_cnn_and_missing_branch_kind():
     x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     ex = ResidualExplorer(make_tiny("resnet"), x, n_images=8, batch_size=4, charts=False)
+    assert ex.wait(120)
     assert ex.heatmap.row_labels == ["spatial mean"] and ex.heatmap.shape == (1, 4)
     assert ex.kind.options == ("all", "unit")  # only the branch kinds a ResNet has
     with pytest.raises(TraitError):
@@ -216,6 +228,7 @@ def test_attention_image_sources_can_be_switched(vit, x4):
     ex = AttentionExplorer(vit, x4, charts=False)
     assert ex.source_choice.options == ("samples", "synthetic", "custom: Tensor of 4 images")
     ex.source_choice.value = "samples"  # the bundled photos, by name
+    assert ex.wait(120)
     assert ex.image.options[0][0] == "0: astronaut" and len(ex.image.options) == 16
     assert ex.message.text == "" and ex.attention.values.shape == (2, 17, 17)
     ex.image.value = ex.image.options[1][1]

@@ -46,26 +46,32 @@ def colourful(arr: np.ndarray) -> int:
 # ----- 5: views are empty after an error -----
 def test_attention_views_empty_after_an_error_and_back(vit, x16):
     ex = AttentionExplorer(vit, x16[:4])
+    assert ex.wait(120)  # the explorers compute in the background
     assert not ex.attention.empty and ex.data is not None
     ex.model.value = ex.models.add(make_tiny("resnet"))
+    assert ex.wait(120)
     assert "self-attention" in ex.message.text
     assert ex.attention.empty and ex.rollout.empty and ex.data is None
     assert ex.attention.values.size == 0 and ex._chart_box.layout.display == "none"
     ex.model.value = ex.models.add(vit)
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.attention.values.shape == (2, 17, 17)
     assert ex._chart_box.layout.display is None and not ex.rollout.empty
 
 
 def test_residual_heatmap_empty_after_an_error(vit, x16):
     ex = ResidualExplorer(vit, x16[:8], n_images=8, batch_size=4, charts=False)
+    assert ex.wait(120)
     assert ex.heatmap.shape == (17, 4)
     ex.result, ex.images = None, "/no/such/folder/of/images"  # the next computation fails
     ex.refresh()
+    assert ex.wait(120)
     assert ex.message.text and ex.heatmap.shape == (0, 0) and ex.heatmap.message
 
 
 def test_localization_view_empty_after_an_error(vit, x16):
     ex = LocalizationExplorer(vit, x16, n_images=16, batch_size=8)
+    assert ex.wait(120)
     assert not ex.view.empty and ex.summary.value
     ex.layers.value = "no_such_kind"
     assert "unknown layer or kind 'no_such_kind'" in ex.message.text
@@ -75,6 +81,7 @@ def test_localization_view_empty_after_an_error(vit, x16):
 # ----- 6: only the choices the model has; the query keeps its place -----
 def test_residual_and_localization_offer_only_what_the_model_has(vit, x16):
     res = ResidualExplorer(vit, x16[:8], n_images=8, batch_size=4, charts=False)
+    assert res.wait(120)
     assert res.kind.options == ("all", "attn", "mlp")
     loc = LocalizationExplorer(vit, x16, n_images=16, batch_size=8)
     opts = set(loc.layers.options)
@@ -82,17 +89,21 @@ def test_residual_and_localization_offer_only_what_the_model_has(vit, x16):
     assert not opts & {"unit", "stage", "token_mix", "channel_mix"}
     mixer = ResidualExplorer(make_tiny("mixer"), x16[:8], n_images=8, batch_size=4,
                              charts=False)
+    assert mixer.wait(120)
     assert "attn" not in mixer.kind.options and len(mixer.kind.options) > 1
 
 
 def test_query_keeps_its_grid_position_between_cls_and_gap_vits(vit, x16):
     ex = AttentionExplorer(vit, x16[:4], charts=False)
+    assert ex.wait(120)
     ex.attention.set_state({"clicked": [2, 1]})
     assert ex.attention.query == 1 + 2 * 4 + 1  # CLS first
     ex.model.value = ex.models.add(make_tiny("vit_gap"))
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.attention.num_prefix_tokens == 0
     assert ex.attention.query == 2 * 4 + 1  # the same patch, (2, 1)
     ex.model.value = ex.models.add(vit)
+    assert ex.wait(120)
     assert ex.attention.query == 1 + 2 * 4 + 1
 
 
@@ -112,6 +123,7 @@ def test_localization_from_results_moves_through_the_models_layers(vit, x16):
     assert not ex.layers.disabled and ex.layer.max == 1
     assert ex.current_layer == "blocks.1" and ex.cache.hits >= 1
     ex.layer.value = 0  # computed now, on the same images
+    assert ex.wait(120)
     assert ex.message.text == "" and ex.current_layer == "blocks.0" and not ex.view.empty
 
 

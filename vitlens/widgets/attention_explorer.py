@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import io
 import re
+import threading
 from typing import Any
 
 import ipywidgets as W
@@ -12,6 +14,7 @@ import traitlets as T
 from torch import nn
 
 from ._base import LRUCache, MessageArea, model_key
+from ._live import BackgroundRuns
 from ._sources import IMAGE_SOURCES, ModelChoices, display_image, image_source, source_label
 from ._static import StaticPicture
 from .image_attention import ImageAttentionView
@@ -19,6 +22,12 @@ from .slider_keys import SliderKeys
 
 #: Images offered in the dropdown (the first ones of a large source).
 MAX_CHOICES = 256
+#: Seconds a notebook's display waits for the first maps (its static picture shows them).
+REPR_WAIT_S = 120.0
+
+
+class _Stopped(Exception):
+    """The run was cancelled or superseded before its maps were computed."""
 
 
 def compute_attention(model: nn.Module, x: Any) -> dict[str, np.ndarray]:
@@ -59,7 +68,10 @@ class AttentionExplorer(StaticPicture, W.VBox):
     Shows the attention of the clicked query patch (or CLS) in the chosen head, every head
     of the layer as a grid, the attention rollout through the layers up to the chosen one,
     and the layer's heads sorted by mean attention distance (click a bar to pick a head).
-    Each image's maps are computed in one forward pass and cached, so sliders are instant.
+    Each image's maps are computed in one forward pass, in a background thread (the kernel
+    stays responsive; a newer choice supersedes the run in flight and Cancel stops it), and
+    cached, so sliders and images seen before are instant. :meth:`wait` blocks until the
+    maps of the current choice are shown (for scripts and tests).
 
     Args:
         model: A zoo name, timm name or ViT-style model object.
@@ -79,6 +91,11 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self._uploads: dict[str, Any] = {}
         self.data: dict[str, Any] | None = _data
         self.source = None
+        self._runs = BackgroundRuns("vitlens-attention")
+        self._busy = False  # a computation was requested and has not shown its result yet
+        self._quiet = False  # the image dropdown is being refilled: no refresh per step
+        self._where: tuple[str, Any] | None = None  # the query's place when views were emptied
+        self.status_text = ""
         style = {"description_width": "60px"}
         self.model = W.Combobox(value=label, options=self.models.options(), ensure_option=False,
                                 description="Model", style=style, continuous_update=False)
@@ -101,6 +118,13 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self.head_note = W.HTML("<span style='font-size:11px;color:#666'>−1 = mean over heads"
                                 "</span>")
         self.message = MessageArea()
+        self.run_button = W.Button(description="Run", icon="play", disabled=True,
+                                   tooltip="compute the maps of the current image again",
+                                   layout=W.Layout(width="80px"))
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
+                                      layout=W.Layout(width="90px"))
+        self.status = W.HTML("")
+        self.status.add_class("vitlens-status")
         self.attention = ImageAttentionView(title="attention of the query", prefix_names=["CLS"],
                                             size=240)
         self.rollout = ImageAttentionView(title="attention rollout", show_heads=False,
@@ -116,16 +140,20 @@ class AttentionExplorer(StaticPicture, W.VBox):
             self.chart = jupyter_chart(heads_by_distance_chart([[0.0]]))
             on_point_select(self.chart, "head_sel", "head", self._on_chart_head)
             chart_box.children = (self.chart,)
-        self._set_source(first)
+        self._set_source(first, show=False)
         self.source_choice.observe(lambda c: self._set_source(c["new"]), "value")
         self.model.observe(self._on_model, "value")
-        self.image.observe(lambda _c: self.refresh(), "value")
+        self.image.observe(lambda _c: None if self._quiet else self._request(debounce=True),
+                           "value")
+        self.run_button.on_click(lambda _b: self.refresh())
+        self.cancel_button.on_click(lambda _b: self.cancel())
         self.upload.observe(self._on_upload, "value")
         self.layer.observe(lambda _c: self._show_layer(), "value")
         self.head.observe(lambda _c: self._update_params(), "value")
         super().__init__([
             W.HBox([self.model, self.source_choice, self.image, self.upload]),
             W.HBox([self.layer, self.head, self.head_note]),
+            W.HBox([self.run_button, self.cancel_button, self.status]),
             self.message,
             W.HBox([self.attention, W.VBox([self.rollout, chart_box])]),
             SliderKeys(),
@@ -133,23 +161,50 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-attention-explorer")
         if self.image.options:
-            self.image.value = self.image.options[min(image, len(self.image.options) - 1)][1]
+            self._quiet = True
+            try:
+                self.image.value = self.image.options[min(image, len(self.image.options) - 1)][1]
+            finally:
+                self._quiet = False
+        if self._static:
+            self.run_button.layout.display = self.cancel_button.layout.display = "none"
         self.refresh()
 
     # ----- sources -----
-    def _set_source(self, label: str) -> None:
-        """Offer the images of a source ("samples", "synthetic" or the one passed in)."""
+    def _set_source(self, label: str, *, show: bool = True) -> None:
+        """Offer the images of a source ("samples", "synthetic" or the one passed in).
+
+        The first image is selected and shown. A source that cannot be read leaves no image
+        of the previous source offered or drawn: the dropdown is emptied, with the error.
+        """
         try:
-            self.source = image_source(self._sources[label], self.n_images)
+            source = image_source(self._sources[label], self.n_images)
+            names = getattr(source, "photo_names", None)
+            opts = []
+            for i in range(min(len(source), MAX_CHOICES)):
+                name = names[i] if names is not None and i < len(names) else f"image {i}"
+                opts.append((f"{i}: {name}", ("source", label, i)))
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self.message.error(err)
-            return
-        names = getattr(self.source, "photo_names", None)
-        opts = []
-        for i in range(min(len(self.source), MAX_CHOICES)):
-            name = names[i] if names is not None and i < len(names) else f"image {i}"
-            opts.append((f"{i}: {name}", ("source", label, i)))
-        self.image.options = opts
+            source, opts, failed = None, [], err
+        else:
+            failed = None
+        self._quiet = True  # one refresh for the new list, not one per step of the dropdown
+        try:
+            self.source = source
+            self.image.options = opts
+            if opts:
+                self.image.value = opts[0][1]
+        finally:
+            self._quiet = False
+        if failed is not None:
+            with self._runs.lock:
+                self._runs.supersede()
+                self._busy = False
+                self._show_error(failed)
+                self._set_status("failed: no image to show")
+                self._buttons(running=False)
+        elif show:
+            self.refresh()
 
     def _on_upload(self, change: dict) -> None:
         files = change["new"]
@@ -183,57 +238,151 @@ class AttentionExplorer(StaticPicture, W.VBox):
 
     # ----- compute and show -----
     def _on_model(self, _change: dict) -> None:
-        self.refresh()
+        self._request(debounce=True)
 
-    def compute(self, key: tuple | None = None) -> dict[str, Any]:
-        """The (cached) maps of an image for the current model."""
+    def _cache_key(self, label: str, key: tuple) -> tuple:
+        return (model_key(self.models.objects.get(label, label)), key)
+
+    def _maps(self, label: str, key: tuple, source: Any,
+              cancel: threading.Event | None = None) -> dict[str, Any]:
+        """The (cached) maps of image ``key`` of ``source`` for model ``label``."""
         from ._sources import preprocess_one
-
-        key = key if key is not None else self.image.value
-        label = self.model.value.strip()
-        cache_key = (model_key(self.models.objects.get(label, label)), key)
 
         def work() -> dict[str, Any]:
             model = self.models.load(label)
-            x = preprocess_one(self._pil(key), model, getattr(self.source, "preprocessed", False)
+            if cancel is not None and cancel.is_set():
+                raise _Stopped
+            pil = self._uploads[key] if key[0] == "upload" else source[key[2]]
+            x = preprocess_one(pil, model, getattr(source, "preprocessed", False)
                                and key[0] == "source")
             out = compute_attention(model, x)
             out["image"] = display_image(x[0], model)
             return out
 
-        return self.cache.get(cache_key, work)
+        return self.cache.get(self._cache_key(label, key), work)
+
+    def compute(self, key: tuple | None = None) -> dict[str, Any]:
+        """The (cached) maps of an image for the current model, computed on this thread."""
+        key = key if key is not None else self.image.value
+        return self._maps(self.model.value.strip(), key, self.source)
 
     def refresh(self) -> None:
-        """Compute (or fetch) the current image's maps and redraw everything."""
-        if self.image.value is None and not self._has_static():
+        """Show the current image's maps: at once from the cache, else computed in the
+        background (the views are empty meanwhile; :meth:`wait` blocks until shown)."""
+        self._request(debounce=False)
+
+    def _request(self, *, debounce: bool) -> None:
+        if self._has_static():
+            self._show(self.data)
             return
+        with self._runs.lock:
+            key, label = self.image.value, self.model.value.strip()
+            self._runs.supersede()  # whatever is in flight is for an earlier choice
+            if key is None:
+                self._busy = False
+                if not self.message.text:
+                    self.message.notice("no image to show: choose a source with images or "
+                                        "upload one")
+                self._empty_views("no attention: see the message above")
+                self._set_status("failed: no image to show" if self.message.level == "error"
+                                 else "no image to show")
+                self._buttons(running=False)
+                return
+            if self._cache_key(label, key) in self.cache:
+                self._busy = False
+                self._show(self._maps(label, key, self.source))
+                self._set_status("from cache")
+                self._buttons(running=False)
+                return
+            self._busy = True
+            self.message.clear()
+            self._empty_views("computing…")
+            self._set_status(f"computing {self.image.label} on {label}…")
+            self._buttons(running=True)
+            args = (label, key, self.source)
+            if debounce:
+                self._runs.later(lambda: self._runs.start(self._work, *args))
+            else:
+                self._runs.start(self._work, *args)
+
+    def _work(self, cancel: threading.Event, label: str, key: tuple, source: Any) -> None:
+        runs = self._runs
         try:
-            data = self.data if self._has_static() else self.compute()
+            data = self._maps(label, key, source, cancel)
+            runs.publish(cancel, lambda: self._finish(lambda: self._show(data), "done"))
+        except _Stopped:
+            pass
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self._show_error(err)
-            return
-        self.message.clear()
-        self.attention.message = self.rollout.message = ""
-        self._chart_box.layout.display = None
-        self.data = data
-        n_layers, n_heads = data["maps"].shape[:2]
-        with self.layer.hold_trait_notifications():
-            self.layer.max = n_layers - 1
-        self.head.max = n_heads - 1
-        self.attention.set_data(data["image"], None)
-        self.rollout.set_data(data["image"], None)
-        self._show_layer()
+            runs.publish(cancel, lambda err=err: self._finish(lambda: self._show_error(err),
+                                                                 "failed"))
+
+    def _finish(self, show: Any, status: str) -> None:
+        self._busy = False
+        show()
+        self._set_status(status)
+        self._buttons(running=False)
+
+    def cancel(self) -> None:
+        """Stop the computation in flight (or about to start); the views stay empty."""
+        with self._runs.lock:
+            if not self._busy:
+                return
+            self._runs.cancel()
+            self._busy = False
+            self._empty_views("cancelled: press Run to compute")
+            self._set_status("cancelled: nothing shown (press Run to compute)")
+            self._buttons(running=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background computation ends; True if it did within ``timeout``."""
+        return self._runs.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._runs.running or self._runs.pending
+
+    def _buttons(self, *, running: bool) -> None:
+        self.run_button.disabled, self.cancel_button.disabled = running, not running
+
+    def _set_status(self, text: str) -> None:
+        self.status_text = text
+        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
+
+    def _show(self, data: dict[str, Any]) -> None:
+        """Draw ``data``: each view gets its image and maps in one message."""
+        # The query stays where it was (kept while the views were empty).
+        where = self._where if self.data is None else self.attention._query_position()
+        with self.attention.hold_sync(), self.rollout.hold_sync():
+            self.message.clear()
+            self.attention.message = self.rollout.message = ""
+            self._chart_box.layout.display = None
+            self.data = data
+            n_layers, n_heads = data["maps"].shape[:2]
+            with self.layer.hold_trait_notifications():
+                self.layer.max = n_layers - 1
+            self.head.max = n_heads - 1
+            self.attention.set_data(data["image"], None)
+            self.rollout.set_data(data["image"], None)
+            self._show_layer(where)
         self._new_chart()
+
+    def _empty_views(self, note: str) -> None:
+        """No map of an earlier model or image stays drawn (the query's place is kept)."""
+        if self.data is not None and not self.attention.empty:
+            self._where = self.attention._query_position()
+        self.data = None
+        with self.attention.hold_sync(), self.rollout.hold_sync():
+            self.attention.clear(keep_head=True)
+            self.rollout.clear()
+            self.attention.message = note
+            self.rollout.message = "no rollout" if note.startswith("no ") else note
+        self._chart_box.layout.display = "none"
 
     def _show_error(self, err: BaseException) -> None:
         """The error, and empty views: no map of an earlier model or image stays drawn."""
         self.message.error(err)
-        self.data = None
-        self.attention.clear()
-        self.rollout.clear()
-        self.attention.message = "no attention: see the message above"
+        self._empty_views("no attention: see the message above")
         self.rollout.message = "no rollout"
-        self._chart_box.layout.display = "none"
 
     def _static_views(self) -> list[Any]:
         return [self.attention, self.rollout]
@@ -241,23 +390,26 @@ class AttentionExplorer(StaticPicture, W.VBox):
     def _has_static(self) -> bool:
         return self._static
 
-    def _show_layer(self) -> None:
-        if self.data is None:
-            return
-        d, layer = self.data, self.layer.value
-        npt = d["num_prefix_tokens"]
-        labels = [f"head {h} · {v:.1f}px" for h, v in enumerate(d["distance"][layer])]
-        where = self.attention._query_position()  # the same patch after a model change
-        with self.attention.hold_sync():
-            self.attention.prefix_names = ["CLS", "DIST", "REG"][:npt] if npt else []
-            self.attention.head_labels = labels
-            self.attention.title = f"block {layer}: attention of the query"
-            self.attention.set_data(None, d["maps"][layer], grid=d["grid"])
-        self.rollout.prefix_names = self.attention.prefix_names
-        self.rollout.title = f"rollout through blocks 0–{layer}"
-        self.rollout.set_data(None, d["rollout"][layer][None], grid=d["grid"])
-        self.attention.query = self.attention._query_at(where)  # linked: the rollout's too
-        self._update_params()
+    def _show_layer(self, where: tuple[str, Any] | None = None) -> None:
+        """Draw the slider's layer; ``where``: the query's place (default: the current one)."""
+        with self._runs.lock:
+            if self.data is None:
+                return
+            d, layer = self.data, self.layer.value
+            npt = d["num_prefix_tokens"]
+            labels = [f"head {h} · {v:.1f}px" for h, v in enumerate(d["distance"][layer])]
+            if where is None:  # the same patch after a model change
+                where = self.attention._query_position()
+            with self.attention.hold_sync(), self.rollout.hold_sync():
+                self.attention.prefix_names = ["CLS", "DIST", "REG"][:npt] if npt else []
+                self.attention.head_labels = labels
+                self.attention.title = f"block {layer}: attention of the query"
+                self.attention.set_data(None, d["maps"][layer], grid=d["grid"])
+                self.rollout.prefix_names = self.attention.prefix_names
+                self.rollout.title = f"rollout through blocks 0–{layer}"
+                self.rollout.set_data(None, d["rollout"][layer][None], grid=d["grid"])
+                self.attention.query = self.attention._query_at(where)  # linked: the rollout's
+            self._update_params()
 
     def _new_chart(self) -> None:
         """Rebuild the chart for a new image (all blocks' distances in one chart)."""
@@ -278,6 +430,11 @@ class AttentionExplorer(StaticPicture, W.VBox):
     def _on_chart_head(self, heads: list[int]) -> None:
         if heads:
             self.head.value = int(heads[0])
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # A notebook's output (text and static picture) shows the maps, not "computing".
+        self.wait(REPR_WAIT_S)
+        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         shape = "none" if self.data is None else "×".join(str(s) for s in self.data["maps"].shape)

@@ -214,11 +214,17 @@ class ImageAttentionView(StaticPicture, anywidget.AnyWidget):
         view.head = k - 1  # the deepest layer, large
         return view
 
-    def clear(self) -> None:
-        """Remove the image and the map (an empty view, e.g. after an error)."""
+    def clear(self, *, keep_head: bool = False) -> None:
+        """Remove the image and the map (an empty view, e.g. after an error).
+
+        Args:
+            keep_head: Keep :attr:`head` (a view emptied while its next map is computed keeps
+                the panel the user picked; :meth:`set_data` resets it if the new map lacks it).
+        """
         with self.hold_sync():
             self.query = None
-            self.head = -1
+            if not keep_head:
+                self.head = -1
             self._image, self._image_shape = b"", [0, 0, 3]
             self._values, self._shape = b"", [0, 0, 0]
             self.head_labels = []

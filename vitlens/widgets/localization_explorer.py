@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -9,11 +11,41 @@ import ipywidgets as W
 import numpy as np
 from torch import nn
 
+from ..datasets.source import ImageSource
 from ._base import LRUCache, MessageArea, model_key
+from ._live import BackgroundRuns
 from ._sources import ModelChoices, display_image, image_source, preprocess_one
 from ._static import StaticPicture
 from .image_attention import ImageAttentionView
 from .slider_keys import SliderKeys
+
+#: Seconds a notebook's display waits for the first map (its static picture shows it).
+REPR_WAIT_S = 300.0
+
+
+class RunCancelled(Exception):
+    """A background computation was cancelled or superseded (raised between batches)."""
+
+
+class CancellableImages(ImageSource):
+    """An image source that stops the analysis reading it once ``cancel`` is set.
+
+    The analyses read their images batch by batch, so a cancelled run ends after the batch
+    in flight (:class:`RunCancelled`) instead of running to the end unseen.
+    """
+
+    def __init__(self, source: ImageSource, cancel: threading.Event) -> None:
+        self.source, self.cancel = source, cancel
+        self.name = getattr(source, "name", "images")
+        self.preprocessed = getattr(source, "preprocessed", False)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> Any:
+        if self.cancel.is_set():
+            raise RunCancelled("cancelled")
+        return self.source[i]
 
 
 def _as_values(result: Any) -> tuple[np.ndarray, tuple[int, int]]:
@@ -31,7 +63,11 @@ class LocalizationExplorer(StaticPicture, W.VBox):
 
     For the token you click on the grid, the overlay shows its CKA across images with the raw
     input patch at every position (:func:`vitlens.analyses.localization.localization`).
-    The layer slider moves through the chosen layers; each layer is computed once and cached.
+    The layer slider moves through the chosen layers; each layer is computed once and cached,
+    so a layer seen before shows at once. A new layer is computed in a background thread
+    (debounced: a drag computes only where it stops; a newer choice supersedes the run in
+    flight and Cancel stops it after its current batch), with the view empty meanwhile.
+    :meth:`wait` blocks until the current layer is shown (for scripts and tests).
 
     Args:
         model: A zoo name, timm name or model object.
@@ -57,6 +93,10 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         self._bg: np.ndarray | None = None
         self._start: int | None = None
         self.layer_names: list[str] = []
+        self._runs = BackgroundRuns("vitlens-localization")
+        self._busy = False  # a layer was requested and has not been shown yet
+        self._where: tuple[str, Any] | None = None  # the clicked token's place, kept
+        self.status_text = ""
         style = {"description_width": "60px"}
         self._spec = layers
         self.layers = W.Combobox(value=layers if isinstance(layers, str) else ", ".join(layers),
@@ -65,6 +105,13 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style)
         self.layer.add_class("vitlens-layer-slider")
         self.layer_label = W.HTML("")
+        self.run_button = W.Button(description="Run", icon="play", disabled=True,
+                                   tooltip="compute the current layer again",
+                                   layout=W.Layout(width="80px"))
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
+                                      layout=W.Layout(width="90px"))
+        self.status = W.HTML("")
+        self.status.add_class("vitlens-status")
         self.message = MessageArea()
         self.view = ImageAttentionView(title="CKA of the clicked token with each input patch",
                                        value_label="CKA", show_heads=False, colormap="viridis",
@@ -75,9 +122,12 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         else:
             self._set_layers(layers)
         self.layers.observe(lambda c: self._set_layers(_split(c["new"])), "value")
-        self.layer.observe(lambda _c: self.refresh(), "value")
-        super().__init__([W.HBox([self.layers, self.layer, self.layer_label]), self.message,
-                          W.HBox([self.view, self.summary]), SliderKeys()])
+        self.layer.observe(lambda _c: self._request(debounce=True), "value")
+        self.run_button.on_click(lambda _b: self.refresh())
+        self.cancel_button.on_click(lambda _b: self.cancel())
+        super().__init__([W.HBox([self.layers, self.layer, self.layer_label]),
+                          W.HBox([self.run_button, self.cancel_button, self.status]),
+                          self.message, W.HBox([self.view, self.summary]), SliderKeys()])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-localization-explorer")
         if self.layer_names:
@@ -132,15 +182,28 @@ class LocalizationExplorer(StaticPicture, W.VBox):
             model = self.models.load(self._label)
             names = layer_catalog(model).select(spec)
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self._show_error(err)
+            # No layer of the previous spec stays reachable: the slider has none until the
+            # spec is fixed, and nothing of the old spec is drawn.
+            with self._runs.lock:
+                self._runs.supersede()
+                self._busy = False
+                self.layer_names = []
+                self.layer.disabled = True
+                self.layer_label.value = "<i>no layers</i>"
+                self._show_error(err)
+                self._set_status("failed: fix the layers")
+                self._buttons(running=False)
             return
-        self.message.clear()
-        self.layer_names = names
-        self.layer.max = max(len(names) - 1, 0)
-        if self.layer.value > self.layer.max:
-            self.layer.value = self.layer.max
-        if hasattr(self, "children") and self.children:
-            self.refresh()
+        with self._runs.lock:
+            self.message.clear()
+            self.layer_names = names
+            self.layer.disabled = False
+            with self.layer.hold_trait_notifications():  # one refresh below, not one per step
+                self.layer.max = max(len(names) - 1, 0)
+                if self.layer.value > self.layer.max:
+                    self.layer.value = self.layer.max
+            if hasattr(self, "children") and self.children:
+                self.refresh()
 
     @property
     def current_layer(self) -> str | None:
@@ -148,15 +211,22 @@ class LocalizationExplorer(StaticPicture, W.VBox):
             return None
         return self.layer_names[min(self.layer.value, len(self.layer_names) - 1)]
 
-    def compute(self, layer: str) -> Any:
-        """The (cached) localization result of one layer."""
+    def compute(self, layer: str, cancel: threading.Event | None = None) -> Any:
+        """The (cached) localization result of one layer, computed on this thread.
+
+        Raises:
+            RunCancelled: ``cancel`` was set (the run stops between batches).
+        """
         from ..analyses.localization import localization
 
         def work() -> Any:
             model = self.models.load(self._label)
-            return localization(model, image_source(self.images, self.n_images), layer=layer,
-                                n_images=self.n_images, batch_size=self.batch_size,
-                                device=self.device, progress=False)
+            images = image_source(self.images, self.n_images)
+            if cancel is not None:
+                images = CancellableImages(images, cancel)
+            return localization(model, images, layer=layer, n_images=self.n_images,
+                                batch_size=self.batch_size, device=self.device,
+                                progress=False)
 
         return self.cache.get(self._key(layer), work)
 
@@ -173,40 +243,126 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         return self._bg
 
     def refresh(self) -> None:
-        """Show the current layer (computing it if needed)."""
-        layer = self.current_layer
-        if layer is None:
-            return
-        self.layer_label.value = f"<code>{layer}</code>"
+        """Show the current layer: at once if computed before, else computed in the
+        background (the view is empty meanwhile; :meth:`wait` blocks until shown)."""
+        self._request(debounce=False)
+
+    def _request(self, *, debounce: bool) -> None:
+        with self._runs.lock:
+            self._runs.supersede()  # whatever is in flight is for another layer
+            layer = self.current_layer
+            if layer is None:  # no layers (a bad spec): its error and empty view stay
+                self._busy = False
+                self._buttons(running=False)
+                return
+            self.layer_label.value = f"<code>{html.escape(layer)}</code>"
+            if self._key(layer) in self.cache:
+                self._busy = False
+                try:
+                    self._show(layer, self.compute(layer))
+                except Exception as err:  # noqa: BLE001 - shown in the widget
+                    self._show_error(err)
+                self._set_status(f"{layer}: from cache")
+                self._buttons(running=False)
+                return
+            self._busy = True
+            self.message.clear()
+            self._empty_view(f"computing {layer}…")
+            self._set_status(f"computing {layer} on {self.n_images} images…")
+            self._buttons(running=True)
+            if debounce:
+                self._runs.later(lambda: self._runs.start(self._work, layer))
+            else:
+                self._runs.start(self._work, layer)
+
+    def _work(self, cancel: threading.Event, layer: str) -> None:
         try:
-            res = self.compute(layer)
-            values, grid = _as_values(res)
-        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self._show_error(err)
+            res = self.compute(layer, cancel)
+            _as_values(res)  # a result that cannot be drawn fails here, off the kernel
+            self._background(tuple(np.asarray(res.maps).shape[1:3]))
+        except RunCancelled:
             return
-        self.message.clear()
-        self.view.message = ""
-        self.view.set_data(self._background(grid), values, grid=grid)
-        self.view.title = f"{layer}: CKA of the clicked token with each input patch"
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+            self._runs.publish(cancel, lambda err=err: self._finish(
+                lambda: self._show_error(err), f"{layer}: failed"))
+            return
+        self._runs.publish(cancel, lambda: self._finish(lambda: self._show(layer, res),
+                                                        f"{layer}: done"))
+
+    def _finish(self, show: Any, status: str) -> None:
+        self._busy = False
+        show()
+        self._set_status(status)
+        self._buttons(running=False)
+
+    def cancel(self) -> None:
+        """Stop the computation (after its current batch); the view stays empty."""
+        with self._runs.lock:
+            if not self._busy:
+                return
+            self._runs.cancel()
+            self._busy = False
+            layer = self.current_layer
+            self._empty_view(f"cancelled: press Run to compute {layer}")
+            self._set_status(f"{layer}: cancelled, nothing shown (press Run to compute)")
+            self._buttons(running=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background computation ends; True if it did within ``timeout``."""
+        return self._runs.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._runs.running or self._runs.pending
+
+    def _buttons(self, *, running: bool) -> None:
+        self.run_button.disabled = running or self.current_layer is None
+        self.cancel_button.disabled = not running
+
+    def _set_status(self, text: str) -> None:
+        self.status_text = text
+        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
+
+    def _show(self, layer: str, res: Any) -> None:
+        """Draw one layer's result (the clicked token keeps its place)."""
+        values, grid = _as_values(res)
+        where = self._where if self.view.empty else self.view._query_position()
+        with self.view.hold_sync():
+            self.message.clear()
+            self.view.message = ""
+            self.view.set_data(self._background(grid), values, grid=grid)
+            self.view.query = self.view._query_at(where)
+            self.view.title = f"{layer}: CKA of the clicked token with each input patch"
         s = res.meta.get("summary", {})
-        if s:
-            self.summary.value = (
-                "<div style='font-family:sans-serif;font-size:12px;padding-left:8px'>"
-                f"<b>{layer}</b><br>interior tokens peaking at their own patch: "
-                f"{s.get('peak_at_own_rate', float('nan')):.0%}<br>"
-                f"mean CKA own patch {s.get('own_mean', float('nan')):.3f} vs other "
-                f"{s.get('other_mean', float('nan')):.3f}<br>n_images = "
-                f"{res.meta.get('n_images')}</div>")
+        self.summary.value = "" if not s else (
+            "<div style='font-family:sans-serif;font-size:12px;padding-left:8px'>"
+            f"<b>{html.escape(layer)}</b><br>interior tokens peaking at their own patch: "
+            f"{s.get('peak_at_own_rate', float('nan')):.0%}<br>"
+            f"mean CKA own patch {s.get('own_mean', float('nan')):.3f} vs other "
+            f"{s.get('other_mean', float('nan')):.3f}<br>n_images = "
+            f"{res.meta.get('n_images')}</div>")
+
+    def _empty_view(self, note: str) -> None:
+        """An empty view and summary with a note (the clicked token's place is kept)."""
+        if not self.view.empty:
+            self._where = self.view._query_position()
+        with self.view.hold_sync():
+            self.view.clear()
+            self.view.message = note
+        self.summary.value = ""
 
     def _show_error(self, err: BaseException) -> None:
         """The error, and an empty view and summary (no map of an earlier layer stays)."""
         self.message.error(err)
-        self.view.clear()
-        self.view.message = "no map: see the message above"
-        self.summary.value = ""
+        self._empty_view("no map: see the message above")
 
     def _static_views(self) -> list[Any]:
         return [self.view]
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # A notebook's output (its static picture) shows the map, not "computing".
+        self.wait(REPR_WAIT_S)
+        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return (f"LocalizationExplorer({self._label}, layer={self.current_layer!r}, "

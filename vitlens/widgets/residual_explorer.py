@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import threading
 from typing import Any
 
 import ipywidgets as W
@@ -9,12 +11,16 @@ import numpy as np
 from torch import nn
 
 from ._base import MessageArea
+from ._live import BackgroundRuns
 from ._sources import ModelChoices, image_source
 from ._static import StaticPicture
 from .heatmap import HeatmapView
+from .localization_explorer import CancellableImages, RunCancelled
 
 STAT_LABELS = {"ratio": "log10 ‖z‖/‖f(z)‖", "cos_branch": "cos(z, f(z))",
                "cos_stream": "cos(z, z + f(z))"}
+#: Seconds a notebook's display waits for the result (its static picture shows it).
+REPR_WAIT_S = 300.0
 
 
 def _token_labels(n: int, npt: int) -> list[str]:
@@ -36,6 +42,10 @@ class ResidualExplorer(StaticPicture, W.VBox):
     the CLS token, the mean spatial token and the clicked token; clicking a point on the
     chart selects that sub-block in the heatmap.
 
+    Without ``result`` the statistics are computed in a background thread (the kernel stays
+    responsive; Cancel stops after the current batch, Run starts again); :meth:`wait` blocks
+    until they are shown (for scripts and tests).
+
     Args:
         model: A zoo name, timm name or model object (ViT, Mixer, ResNet).
         images: ``"synthetic"``, ``"samples"`` or any image source.
@@ -52,7 +62,16 @@ class ResidualExplorer(StaticPicture, W.VBox):
         self.images, self.n_images = images, n_images
         self.batch_size, self.device = batch_size, device
         self.result = result
+        self._runs = BackgroundRuns("vitlens-residual")
+        self._busy = False  # a computation was started and has not shown its result yet
+        self.status_text = ""
         self.message = MessageArea()
+        self.run_button = W.Button(description="Run", icon="play", disabled=True,
+                                   tooltip="compute the statistics", layout=W.Layout(width="80px"))
+        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
+                                      layout=W.Layout(width="90px"))
+        self.status = W.HTML("")
+        self.status.add_class("vitlens-status")
         self.stat = W.Dropdown(options=[("ratio ‖z‖/‖f(z)‖", "ratio"), ("cos(z, f(z))", "cos_branch"),
                                         ("cos(z, z+f(z))", "cos_stream")], value="ratio",
                                description="Statistic")
@@ -69,25 +88,34 @@ class ResidualExplorer(StaticPicture, W.VBox):
                                                     y_title=""))
             on_point_select(self.chart, "x_sel", "index", self._on_chart_x)
             chart_box.children = (self.chart,)
-        self.stat.observe(lambda _c: self.refresh(), "value")
-        self.kind.observe(lambda _c: self.refresh(), "value")
+        self.stat.observe(lambda _c: self._redraw(), "value")
+        self.kind.observe(lambda _c: self._redraw(), "value")
         self.heatmap.observe(lambda _c: self._update_chart(), "selected")
-        super().__init__([W.HBox([self.stat, self.kind]), self.message,
-                          W.HBox([self.heatmap, chart_box])])
+        self.run_button.on_click(lambda _b: self.refresh())
+        self.cancel_button.on_click(lambda _b: self.cancel())
+        controls = [self.stat, self.kind]
+        if result is None:  # nothing to run or cancel for a precomputed result
+            controls += [self.run_button, self.cancel_button, self.status]
+        super().__init__([W.HBox(controls), self.message, W.HBox([self.heatmap, chart_box])])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-residual-explorer")
         self.refresh()
 
     def compute(self) -> Any:
-        """The residual result (computed once, then kept)."""
+        """The residual result (computed once on this thread, then kept)."""
         if self.result is None:
-            from ..analyses.residual import residual_ratio
-
-            model = self.models.load(self._label)
-            self.result = residual_ratio(model, image_source(self.images, self.n_images),
-                                         n_images=self.n_images, batch_size=self.batch_size,
-                                         device=self.device, progress=False)
+            self.result = self._compute()
         return self.result
+
+    def _compute(self, cancel: threading.Event | None = None) -> Any:
+        from ..analyses.residual import residual_ratio
+
+        model = self.models.load(self._label)
+        images = image_source(self.images, self.n_images)
+        if cancel is not None:
+            images = CancellableImages(images, cancel)
+        return residual_ratio(model, images, n_images=self.n_images,
+                              batch_size=self.batch_size, device=self.device, progress=False)
 
     def _columns(self, res: Any) -> list[int]:
         kinds = list(res.meta.get("kinds", []))
@@ -130,13 +158,89 @@ class ResidualExplorer(StaticPicture, W.VBox):
                 self.kind.value = keep
 
     def refresh(self) -> None:
+        """Show the table; without a result, compute it first in the background (the
+        heatmap is empty meanwhile)."""
+        with self._runs.lock:
+            if self.result is not None:
+                self._runs.supersede()
+                self._busy = False
+                self._redraw()
+                self._buttons(running=False)
+                return
+            self._busy = True
+            self.message.clear()
+            self.heatmap.clear()
+            self.heatmap.message = "computing…"
+            self._chart_box.layout.display = "none"
+            self._set_status(f"computing on {self.n_images} images…")
+            self._buttons(running=True)
+            self._runs.start(self._work)
+
+    def _work(self, cancel: threading.Event) -> None:
         try:
-            self.compute()
-            self._offer_kinds()
-            vals, rows, cols = self.table()
-        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self._show_error(err)
+            res = self._compute(cancel)
+        except RunCancelled:
             return
+        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+            self._runs.publish(cancel, lambda err=err: self._finish(
+                lambda: self._show_error(err), "failed"))
+            return
+
+        def show() -> None:
+            self.result = res
+            self._redraw()
+
+        self._runs.publish(cancel, lambda: self._finish(
+            show, f"done: {res.meta.get('n_images', self.n_images)} images"))
+
+    def _finish(self, show: Any, status: str) -> None:
+        self._busy = False
+        show()
+        self._set_status(status)
+        self._buttons(running=False)
+
+    def cancel(self) -> None:
+        """Stop the computation after its current batch; the heatmap stays empty."""
+        with self._runs.lock:
+            if not self._busy:
+                return
+            self._runs.cancel()
+            self._busy = False
+            self.heatmap.message = "cancelled: press Run to compute"
+            self._set_status("cancelled: nothing shown (press Run to compute)")
+            self._buttons(running=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the background computation ends; True if it did within ``timeout``."""
+        return self._runs.wait(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._runs.running
+
+    def _buttons(self, *, running: bool) -> None:
+        self.run_button.disabled = running or self.result is not None
+        self.cancel_button.disabled = not running
+
+    def _set_status(self, text: str) -> None:
+        self.status_text = text
+        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
+
+    def _redraw(self) -> None:
+        """The table of the result for the chosen statistic and branches (nothing while
+        the result is computed: it is drawn with the choices made by then)."""
+        with self._runs.lock:
+            if self.result is None:
+                return
+            try:
+                self._offer_kinds()
+                vals, rows, cols = self.table()
+            except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+                self._show_error(err)
+                return
+            self._draw(vals, rows, cols)
+
+    def _draw(self, vals: np.ndarray, rows: list[str], cols: list[str]) -> None:
         self.message.clear()
         self.heatmap.message = ""
         self._chart_box.layout.display = None
@@ -180,6 +284,11 @@ class ResidualExplorer(StaticPicture, W.VBox):
         if values:
             row = self.heatmap.selected[0] if self.heatmap.selected is not None else 0
             self.heatmap.selected = [row, int(values[0])]
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # A notebook's output (text and static picture) shows the result, not "computing".
+        self.wait(REPR_WAIT_S)
+        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         shape = "×".join(str(s) for s in self.heatmap.shape)
