@@ -17,17 +17,23 @@ from torch import nn
 import vitlens
 import vitlens.similarity.run as cka_run
 from vitlens import cache as vcache
+from vitlens.cache_keys import NO_CACHE
 
 
 class Counter:
-    """Counts forward passes of a model."""
+    """Counts forward passes of a model. Not with a hook: a user's hook turns the cache off
+    (it could change the output), so the class's forward is wrapped for this test."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, monkeypatch) -> None:
         self.n = 0
-        self.handle = model.register_forward_hook(self._hook)
+        inner = type(model).forward
 
-    def _hook(self, *_):
-        self.n += 1
+        def forward(module, *args, **kwargs):
+            if module is model:
+                self.n += 1
+            return inner(module, *args, **kwargs)
+
+        monkeypatch.setattr(type(model), "forward", forward)
 
     def take(self) -> int:
         n, self.n = self.n, 0
@@ -84,7 +90,7 @@ def test_clear_touches_only_tagged_kind_folders(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- 3: wrong key
 
-def test_entry_copied_over_another_keys_file_is_not_served():
+def test_entry_copied_over_another_keys_file_is_not_served(monkeypatch):
     vit = make_tiny("vit")
     big, small = _cka(vit, n=16), _cka(vit, n=8)
     assert big.meta["n_images"] == 16 and small.meta["n_images"] == 8
@@ -92,7 +98,7 @@ def test_entry_copied_over_another_keys_file_is_not_served():
     path_small = vcache.result_path("cka", small.meta["cache_key"])
     path_small.write_bytes(path_big.read_bytes())  # the 16-image entry under the 8-image key
     assert vcache.load_result("cka", small.meta["cache_key"]) is None
-    count = Counter(vit)
+    count = Counter(vit, monkeypatch)
     again = _cka(vit, n=8)
     assert count.take() == 2, "the wrong entry was served"
     assert again.meta["n_images"] == 8
@@ -103,13 +109,13 @@ def test_entry_copied_over_another_keys_file_is_not_served():
 
 # --------------------------------------------------------------------------- 4: structure
 
-def test_replacing_a_parameter_free_module_misses():
+def test_replacing_a_parameter_free_module_misses(monkeypatch):
     vit = make_tiny("vit")
     before = _cka(vit, layers_a="all")
     fp = vcache.model_fingerprint(vit)
     vit.blocks[1].mlp.act = nn.ReLU()  # no tensor changes at all
     assert vcache.model_fingerprint(vit) != fp
-    count = Counter(vit)
+    count = Counter(vit, monkeypatch)
     after = _cka(vit, layers_a="all")
     assert count.take() == 2, "served the pre-change matrix"
     reference = _cka(vit, layers_a="all", cache=False)
@@ -134,14 +140,18 @@ def test_other_structural_changes_change_the_fingerprint(change):
     assert vcache.model_fingerprint(twin) == fp
 
 
-def test_fingerprint_survives_forward_passes_and_hooks():
+def test_fingerprint_survives_forward_passes_and_a_removed_hook():
     vit = make_tiny("vit")
     fp = vcache.model_fingerprint(vit)
     with torch.no_grad():
         vit(torch.zeros(2, 3, 32, 32))
-    handle = vit.blocks[0].register_forward_hook(lambda *_: None)
     assert vcache.model_fingerprint(vit) == fp
+    handle = vit.blocks[0].register_forward_hook(lambda *_: None)
+    # even a no-op hook turns the cache off: what a hook does cannot be fingerprinted
+    hooked = vcache.model_fingerprint(vit)
+    assert hooked.startswith(NO_CACHE) and "blocks.0" in hooked
     handle.remove()
+    assert vcache.model_fingerprint(vit) == fp
 
 
 # --------------------------------------------------------------------------- 6: bad content
@@ -163,7 +173,7 @@ def _damage(path: Path, how: str, rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncated", "random_bytes", "empty", "wrong_arrays"])
-def test_bad_entry_is_discarded_recomputed_and_stored(how):
+def test_bad_entry_is_discarded_recomputed_and_stored(how, monkeypatch):
     vit = make_tiny("vit")
     first = _cka(vit, layers_a="all")
     key = first.meta["cache_key"]
@@ -172,7 +182,7 @@ def test_bad_entry_is_discarded_recomputed_and_stored(how):
     assert vcache.load_result("cka", key) is None
     assert not path.exists(), "the bad entry was kept"
     path.write_bytes(b"garbage")  # and through a whole run
-    count = Counter(vit)
+    count = Counter(vit, monkeypatch)
     again = _cka(vit, layers_a="all")
     assert count.take() == 2
     np.testing.assert_array_equal(again.matrix, first.matrix)
@@ -215,7 +225,7 @@ def test_bad_checkpoint_is_a_fresh_start(how, monkeypatch):
     assert not path.exists(), "the bad checkpoint was kept"
     if how != "other_key":
         path.write_bytes(data[:100])  # and through a whole run
-    count = Counter(vit)
+    count = Counter(vit, monkeypatch)
     result = vitlens.cka(vit, images, batch_size=4, progress=False)
     assert count.take() == 4  # every batch again: nothing was resumed from the bad file
     np.testing.assert_allclose(result.matrix, reference.matrix, rtol=0, atol=1e-12)

@@ -1,8 +1,8 @@
 """On-disk cache of results, and checkpoints so that long runs resume.
 
 A result is stored under a key that hashes everything it depends on: the model's class,
-module tree (every module's class, ``extra_repr`` and plain attributes), preprocessing and a
-hash of every weight; the image set's content fingerprint; the layers, token mode,
+module tree (every module's class, ``extra_repr`` and attributes, tensors and dicts
+included), preprocessing and a hash of every weight's current bytes; the image set's content fingerprint; the layers, token mode,
 estimator and parameters; and the vitlens version. Repeating a call (or reopening a
 notebook) loads the stored result; changing any of these misses.
 
@@ -13,14 +13,18 @@ empties it.
 
 Layout: ``<dir>/<kind>/<key>.npz`` for results (see :class:`vitlens.results.Result`) and
 ``<dir>/<kind>/<key>.r<rank>of<world>.ckpt.pt`` for the checkpoint of a run in progress,
-removed when the run completes. Each kind folder holds vitlens's ``CACHEDIR.TAG``.
+removed when the run completes. Each kind folder is created by vitlens and holds its
+``CACHEDIR.TAG``; a folder of that name that vitlens did not create is never used.
 
 Guarantees (the rules are in :mod:`vitlens.cache_store`): vitlens writes, replaces and
-deletes only its own entries (exact names, in a kind folder it tagged), so a cache directory
+deletes only its own entries (exact names, in a kind folder it created), so a cache directory
 set to a shared folder keeps everything else; writes are atomic and safe between
 concurrent processes; every entry records its key and a content digest, and anything else
 (truncated, foreign, another key's) is a miss; a cache that cannot be written (read-only,
-full, a file in the way) costs one :class:`CacheUnavailableWarning`, never the run; and
+full, a file in the way) costs one :class:`CacheUnavailableWarning`, never the run, and so
+does a damaged entry (it is recomputed); a call whose model cannot be fingerprinted (a
+user's forward hook, an attribute holding an arbitrary object; see
+:func:`~vitlens.cache_keys.model_fingerprint`) skips the cache with one warning; and
 reading the cache writes nothing.
 """
 
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from . import cache_store as _store
-from .cache_keys import images_fingerprint, make_key, model_fingerprint
+from .cache_keys import cacheable, images_fingerprint, make_key, model_fingerprint
 from .cache_store import CacheUnavailableWarning
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "ENV_SWITCH",
     "CacheUnavailableWarning",
     "cache_dir",
+    "cacheable",
     "checkpoint_path",
     "clear",
     "enabled",
@@ -113,14 +118,25 @@ def checkpoint_path(kind: str, key: str, rank: int = 0, world: int = 1) -> Path:
 
 # --------------------------------------------------------------------------- results
 
+def _warn_damaged(path: Path, what: str, removed: bool, then: str) -> None:
+    gone = "removed" if removed else "left in place (vitlens did not write it)"
+    msg = (f"vitlens found a damaged {what} {str(path)!r} (truncated, changed, or not "
+           f"vitlens's entry for this key); it is ignored and {gone}, and {then}.")
+    warnings.warn(msg, CacheUnavailableWarning, stacklevel=3)
+
+
 def load_result(kind: str, key: str):
     """The stored :class:`~vitlens.results.Result` for ``key``, or None.
 
     Only a whole entry of this ``kind`` and ``key`` with an unchanged content digest is
     served. Anything else (truncated, random bytes, another key's entry, changed arrays, an
-    incompatible version) is a miss, and the bad entry is removed (only if vitlens wrote
-    it). Reading writes nothing else and never raises on what it finds on disk.
+    incompatible version) is a miss: one :class:`CacheUnavailableWarning` names the file,
+    and the bad entry is removed (only if vitlens wrote it) and the result recomputed.
+    Reading writes nothing else and never raises on what it finds on disk. A key that
+    :func:`cacheable` refuses is never read.
     """
+    if not cacheable(key):
+        return None
     path = result_path(kind, key)
     got = _store.read_bounded(path)
     if got is None:
@@ -128,7 +144,8 @@ def load_result(kind: str, key: str):
     data, stat = got
     result = _store.decode_result(data, kind, key)
     if result is None:
-        _store.discard(path, stat)
+        removed = _store.discard(path, stat)
+        _warn_damaged(path, "cache entry", removed, "the result is recomputed")
     return result
 
 
@@ -138,8 +155,11 @@ def store_result(kind: str, key: str, result: Any) -> Path | None:
     Returns the entry's path, or None if the cache cannot be written (read-only, full, a
     file in the way, a folder vitlens does not own): then one
     :class:`CacheUnavailableWarning` says why and how to fix it, and nothing is left behind.
-    Concurrent writers of one key all succeed (the last one's entry stays).
+    Concurrent writers of one key all succeed (the last one's entry stays). A key that
+    :func:`cacheable` refuses is never written (None).
     """
+    if not cacheable(key):
+        return None
     path = result_path(kind, key)
     try:
         data = _store.encode_result(kind, key, result)
@@ -173,6 +193,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> bool:
     that cannot be written costs one :class:`CacheUnavailableWarning`, never the run."""
     path = Path(path)
     key = _checkpoint_key(path)
+    if not cacheable(key):
+        return False
     try:
         data = _store.encode_checkpoint(key, state)
         _store.prepare_folder(path.parent)
@@ -186,16 +208,20 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> bool:
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     """The state in a checkpoint file, or None if there is none or it is not a whole,
-    unchanged checkpoint of the key in its name (then it is removed, if vitlens wrote it).
+    unchanged checkpoint of the key in its name (then one :class:`CacheUnavailableWarning`
+    names it, and it is removed if vitlens wrote it: the run starts from the beginning).
     Loaded with ``weights_only=True``: tensors and plain containers, never code."""
     path = Path(path)
     key = _checkpoint_key(path)
+    if not cacheable(key):
+        return None
     got = _store.read_bounded(path)
     if got is None:
         return None
     state = _store.decode_checkpoint(got[0], key)
     if state is None:
-        _store.discard(path, got[1])
+        removed = _store.discard(path, got[1])
+        _warn_damaged(path, "checkpoint", removed, "the run starts from its first batch")
     return state
 
 
@@ -234,7 +260,9 @@ def clear(kind: str | None = None) -> int:
     """Delete cached results and checkpoints (of one ``kind``, or all); returns how many
     files were removed. Only vitlens's own entries are touched (exact names, in kind folders
     that hold vitlens's tag), so a cache directory set to a shared folder keeps every other
-    file; a kind folder left empty is removed with its tag."""
+    file; a kind folder that vitlens created and that is left empty is removed with its
+    tag (a folder tagged by an older vitlens, which may have adopted a user's empty folder,
+    is kept)."""
     removed = 0
     for folder in _kind_folders(kind):
         for p in _store.own_files(folder):
@@ -244,7 +272,8 @@ def clear(kind: str | None = None) -> int:
             except OSError:
                 pass
         try:
-            if [p.name for p in folder.iterdir()] == [_store.TAG_NAME]:
+            if (_store.created_by_vitlens(folder)
+                    and [p.name for p in folder.iterdir()] == [_store.TAG_NAME]):
                 (folder / _store.TAG_NAME).unlink()
                 folder.rmdir()
         except OSError:

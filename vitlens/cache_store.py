@@ -7,9 +7,12 @@ Every rule here serves one promise: the cache never loses, confuses or damages d
 * **Ownership.** vitlens only ever writes, replaces or deletes files whose names match its
   own patterns exactly (``<key>.npz``, ``<key>.r<rank>of<world>.ckpt.pt``, and its temporary
   ``.<name>.<random>.tmp`` files), and only inside a *kind folder* (``<dir>/cka``) that holds
-  vitlens's ``CACHEDIR.TAG``. The tag is written when vitlens creates the folder (or finds
-  it empty, or holding only vitlens's names); a folder with anything else in it is never
-  adopted.
+  vitlens's ``CACHEDIR.TAG``. The tag is written only into a folder vitlens has just
+  created itself; a folder of that name that already exists without the tag (even an empty
+  one) is the user's, and is never adopted, tagged or removed. ``vitlens cache clear``
+  removes a kind folder only if it holds nothing but the tag this version writes (an older
+  vitlens tagged empty folders it found, so their tag is honoured for entries but the
+  folder is kept).
 * **Atomic, concurrent-safe writes.** Each writer serialises in memory, writes a temporary
   file of its own (:func:`tempfile.mkstemp` in the same folder), syncs it and renames it over
   the entry with :func:`os.replace`. Two processes storing one key both succeed; a reader
@@ -28,6 +31,7 @@ import json
 import os
 import re
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -43,7 +47,14 @@ TAG_NAME = "CACHEDIR.TAG"
 TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
        "# This file is a cache directory tag created by vitlens.\n"
        "# For information about cache directory tags see https://bford.info/cachedir/\n"
-       "# vitlens writes and deletes only its own entries in this folder.\n")
+       "# vitlens created this folder; it writes and deletes only its own entries in it,\n"
+       "# and removes the folder when 'vitlens cache clear' leaves it empty.\n")
+# The tag of vitlens versions that also tagged existing empty folders: entries in such a
+# folder are vitlens's, but the folder itself may be the user's, so it is never removed.
+LEGACY_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+              "# This file is a cache directory tag created by vitlens.\n"
+              "# For information about cache directory tags see https://bford.info/cachedir/\n"
+              "# vitlens writes and deletes only its own entries in this folder.\n")
 RESULT_FORMAT = "vitlens-cache-result/1"
 CKPT_MAGIC = b"VITLENS-CKPT/1\n"
 MAX_ENTRY_BYTES = 2**31  # a cache entry that expands past 2 GiB is not one vitlens wrote
@@ -70,13 +81,22 @@ def is_own_name(name: str) -> bool:
     return bool(_ENTRY.match(name) or _TEMP.match(name))
 
 
-def is_own_folder(folder: Path) -> bool:
-    """Whether ``folder`` is a kind folder that vitlens created (it holds vitlens's tag)."""
+def _tag_of(folder: Path) -> str | None:
     try:
         with open(folder / TAG_NAME, "rb") as f:
-            return f.read(4096).decode("utf-8", "replace") == TAG
+            return f.read(4096).decode("utf-8", "replace")
     except OSError:
-        return False
+        return None
+
+
+def is_own_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a kind folder vitlens writes in (it holds vitlens's tag)."""
+    return _tag_of(folder) in (TAG, LEGACY_TAG)
+
+
+def created_by_vitlens(folder: Path) -> bool:
+    """Whether vitlens created ``folder`` itself (so it may remove it once empty)."""
+    return _tag_of(folder) == TAG
 
 
 def own_files(folder: Path) -> list[Path]:
@@ -90,20 +110,24 @@ def own_files(folder: Path) -> list[Path]:
         return []
 
 
-def discard(path: Path, stat: os.stat_result | None = None) -> None:
+def discard(path: Path, stat: os.stat_result | None = None) -> bool:
     """Remove a bad entry, only if vitlens wrote it (own name, own folder) and, when ``stat``
-    is given, only if it is still the file that was read (not a newer writer's)."""
+    is given, only if it is still the file that was read (not a newer writer's). Returns
+    whether it was removed (or was already gone)."""
     if not is_own_name(path.name) or not is_own_folder(path.parent):
-        return
+        return False
     try:
         if stat is not None:
             now = path.stat()
             if (now.st_ino, now.st_mtime_ns, now.st_size) != (
                     stat.st_ino, stat.st_mtime_ns, stat.st_size):
-                return
+                return True  # a newer writer replaced it: the bad one is gone
         path.unlink()
+    except FileNotFoundError:
+        return True
     except OSError:
-        pass
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- writing
@@ -142,21 +166,53 @@ def wrote_ok(root: Path) -> None:
         _WARNED.discard(tag)
 
 
-def prepare_folder(folder: Path) -> None:
-    """Create (or adopt) a kind folder for writing and tag it; raises OSError if it cannot
-    be used. Adopts an existing untagged folder only if it is empty or holds only
-    vitlens's names."""
-    if folder.is_dir():
-        if is_own_folder(folder):
-            return
+_TAG_WAIT_S = 2.0  # how long to wait for another vitlens process to tag a folder it made
+
+
+def _refuse(folder: Path) -> CacheUnusable:
+    try:
         foreign = sorted(p.name for p in folder.iterdir() if not is_own_name(p.name))
-        if foreign:
-            msg = (f"the folder {str(folder)!r} holds files vitlens did not write "
-                   f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})")
-            raise CacheUnusable(msg)
+    except OSError:
+        foreign = []
+    if foreign:
+        what = (f"holds files vitlens did not write ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''})")
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / TAG_NAME, TAG.encode())
+        what = "was not created by vitlens (it has no vitlens CACHEDIR.TAG)"
+    msg = (f"the folder {str(folder)!r} {what}, so vitlens leaves it alone; rename or "
+           "remove it if vitlens may use that name")
+    return CacheUnusable(msg)
+
+
+def prepare_folder(folder: Path) -> None:
+    """Create a kind folder for writing and tag it, or use one vitlens tagged before;
+    raises OSError if it cannot be used. A folder that exists without vitlens's tag is
+    never adopted: vitlens did not create it, so it is not vitlens's to tag or remove."""
+    if is_own_folder(folder):
+        return
+    if folder.is_dir():
+        raise _refuse(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        # another vitlens process may have made it this instant: give it time to tag it
+        deadline = time.monotonic() + _TAG_WAIT_S
+        while time.monotonic() < deadline:
+            if is_own_folder(folder):
+                return
+            if not folder.is_dir():
+                raise
+            time.sleep(0.02)
+        raise _refuse(folder) from None
+    try:
+        atomic_write(folder / TAG_NAME, TAG.encode())
+    except BaseException:
+        try:
+            folder.rmdir()  # just made, still empty: never leave an untagged folder behind
+        except OSError:
+            pass
+        raise
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -6,20 +6,43 @@ timm preprocessing to the same images in the same order.
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import ImageError
 from .pixels import array_to_rgb, pil_to_rgb
 from .source import ImageSource
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_FIRST = 3  # how many names a skipped-files warning lists per reason
+
+
+class SkippedFilesWarning(UserWarning):
+    """Files in an image folder that are not used (the message lists them and why)."""
+
+
+@functools.cache
+def image_extensions() -> frozenset[str]:
+    """The file extensions (lower case, with the dot) of every format Pillow can decode:
+    its registered extensions whose format has an open handler, less the stub formats
+    (BUFR, GRIB, HDF5, WMF) and MPEG, which Pillow identifies but cannot read."""
+    Image.init()
+    found = set()
+    for ext, fmt in Image.registered_extensions().items():
+        opener = Image.OPEN.get(fmt)
+        if opener is None or fmt == "MPEG":
+            continue
+        if isinstance(opener[0], type) and issubclass(opener[0], ImageFile.StubImageFile):
+            continue
+        found.add(ext.lower())
+    return frozenset(found)
 
 
 def to_pil(obj: Any, where: str = "image") -> Image.Image:
@@ -87,11 +110,58 @@ def read_image_file(path: str | os.PathLike) -> Image.Image:
         raise ImageError(msg) from err
 
 
+def _list_folder(root: Path, recursive: bool) -> tuple[list[Path], dict[str, list[str]]]:
+    """The image files under ``root`` (sorted), and what was left out, by reason.
+
+    Raises:
+        ImageError: a link with an image file's name whose target is missing.
+    """
+    exts = image_extensions()
+    paths: list[Path] = []
+    skipped: dict[str, list[str]] = {}
+    for p in sorted(root.rglob("*") if recursive else root.iterdir()):
+        if _is_hidden(p, root):
+            continue
+        rel = str(p.relative_to(root))
+        if p.is_dir():
+            if not recursive:
+                skipped.setdefault("subfolders, not searched without recursive=True",
+                                   []).append(rel + "/")
+        elif p.is_symlink() and not p.exists():
+            if p.suffix.lower() in exts:
+                msg = (f"image file {str(p)!r} is a broken link (to {os.readlink(p)!r}); "
+                       "restore its target, or remove the link")
+                raise ImageError(msg)
+            skipped.setdefault("broken links", []).append(rel)
+        elif not p.is_file():
+            skipped.setdefault("not regular files", []).append(rel)
+        elif p.suffix.lower() in exts:
+            paths.append(p)
+        else:
+            skipped.setdefault("not an image type Pillow reads", []).append(rel)
+    return paths, skipped
+
+
+def _skipped_text(skipped: dict[str, list[str]]) -> str:
+    parts = []
+    for why, names in skipped.items():
+        first = ", ".join(names[:_FIRST]) + (", ..." if len(names) > _FIRST else "")
+        parts.append(f"{why} ({len(names)}): {first}")
+    return "; ".join(parts)
+
+
 class FolderImages(ImageSource):
-    """Every image file in a folder (sorted by name; subfolders with ``recursive=True``).
+    """Every image file in a folder (sorted by name; subfolders with ``recursive=True``):
+    every file type Pillow can read (see :func:`image_extensions`).
 
     Hidden files and folders (names starting with ``.``, such as the ``._photo.jpg`` copies
-    macOS leaves on shared drives) are skipped.
+    macOS leaves on shared drives) are skipped. Anything else left out (other files,
+    subfolders when not recursive, broken links to non-image names) is listed in one
+    :class:`SkippedFilesWarning` per folder.
+
+    Raises:
+        ImageError: the folder is missing or holds no image, or a link named like an image
+            file is broken (an image that cannot be read is an error, never left out).
     """
 
     def __init__(self, folder: str | os.PathLike, *, recursive: bool = False) -> None:
@@ -99,14 +169,19 @@ class FolderImages(ImageSource):
         if not root.is_dir():
             msg = f"image folder {str(root)!r} does not exist or is not a directory"
             raise ImageError(msg)
-        pattern = "**/*" if recursive else "*"
-        self.paths = sorted(p for p in root.glob(pattern)
-                            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                            and not _is_hidden(p, root))
+        self.paths, self.skipped = _list_folder(root, recursive)
         if not self.paths:
-            msg = (f"no image files in {str(root)!r} (looked for {', '.join(IMAGE_EXTENSIONS)}); "
-                   "point --images at a folder of photos, or use 'samples'")
+            found = f"; found {_skipped_text(self.skipped)}" if self.skipped else ""
+            msg = (f"no image files in {str(root)!r} (looked for every type Pillow reads, "
+                   f"such as .jpg, .png, .webp, .tif{found}); point --images at a folder of "
+                   "photos, or use 'samples'")
             raise ImageError(msg)
+        if self.skipped:
+            n = sum(len(v) for v in self.skipped.values())
+            msg = (f"{n} entr{'y' if n == 1 else 'ies'} in image folder {str(root)!r} "
+                   f"{'is' if n == 1 else 'are'} not used: {_skipped_text(self.skipped)}; "
+                   f"its {len(self.paths)} image files are.")
+            warnings.warn(msg, SkippedFilesWarning, stacklevel=2)
         self.name = str(root)
 
     def __len__(self) -> int:
@@ -174,7 +249,16 @@ class TensorImages(ImageSource):
         return self.tensor[i]
 
     def _item_bytes(self, i: int) -> bytes:
-        return self.tensor[i].detach().cpu().float().numpy().tobytes()
+        return tensor_item_bytes(self.tensor[i], self.preprocessed)
+
+
+def tensor_item_bytes(t: torch.Tensor, preprocessed: bool) -> bytes:
+    """What the cache key hashes of one image held as a tensor: its shape, dtype, whether
+    models see it as is (``preprocessed``) or preprocess it, and its raw bytes. The same
+    bytes reshaped, or read as another dtype, are other images."""
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    head = f"{tuple(t.shape)}|{t.dtype}|preprocessed={bool(preprocessed)}|".encode()
+    return head + (flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
 
 
 def as_images(images: Any) -> ImageSource:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ImageError
+from .images import tensor_item_bytes
 from .source import ImageSource
 
 __all__ = ["LoaderImages"]
@@ -94,4 +94,4 @@ class LoaderImages(ImageSource):
         return self.to_image(self.tensor[i], where=f"DataLoader image {i}")
 
     def _item_bytes(self, i: int) -> bytes:
-        return np.ascontiguousarray(self.tensor[i].numpy()).tobytes()
+        return tensor_item_bytes(self.tensor[i], self.preprocessed)
