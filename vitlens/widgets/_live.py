@@ -65,18 +65,38 @@ class BackgroundRuns:
         return cancel
 
     def later(self, fn: Callable[[], Any]) -> None:
-        """Call ``fn()`` after :attr:`debounce` seconds, unless called again before then."""
+        """Call ``fn()`` after :attr:`debounce` seconds, unless called again before then.
+
+        ``fn`` runs holding :attr:`lock`, and only if no :meth:`cancel`, :meth:`supersede`,
+        :meth:`start` or newer :meth:`later` came first: a Cancel pressed just as the delay
+        ends wins, instead of the call starting a run after it.
+        """
         with self.lock:
             self._stop_timer()
-            self._timer = threading.Timer(self.debounce, fn)
-            self._timer.daemon = True
-            self._timer.start()
+            timer = threading.Timer(self.debounce, lambda: self._fire(timer, fn))
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
 
-    def cancel(self) -> None:
-        """Stop the pending debounced call and tell the run in flight to stop."""
+    def _fire(self, timer: threading.Timer, fn: Callable[[], Any]) -> None:
         with self.lock:
+            if self._timer is timer:  # not stopped while it waited for the lock
+                fn()
+
+    def cancel(self) -> bool:
+        """Stop the pending debounced call and tell the run in flight to stop.
+
+        Returns:
+            True if this stopped something whose owner still has to hear of it: a pending
+            debounced call (no run reports it), or the newest run (it ends after its
+            current step). False if only a superseded run, or nothing, was left.
+        """
+        with self.lock:
+            dropped = self.pending
+            newest = self.running and self._cancel is self._owned and not self._cancel.is_set()
             self._stop_timer()
             self._cancel.set()
+            return dropped or newest
 
     def supersede(self) -> None:
         """Stop the pending call and the run in flight, which then updates nothing more.

@@ -54,7 +54,8 @@ function render({ model, el }) {
   el.appendChild(root);
 
   let st = null; // geometry and data of the last draw
-  let hover = null;
+  let hover = null; // [row, col] under the pointer, from the data of the last draw
+  let ptr = null; // the pointer over the overlay, [x, y] in CSS px; null when outside
   let draws = 0;
 
   function load() {
@@ -116,6 +117,9 @@ function render({ model, el }) {
       drawLabels(ctx, st);
     }
     drawLegend(ctx, st, lut);
+    // A still pointer sees new data too: the cell under it, read from this draw's matrix.
+    hover = cellAtPtr();
+    showTip();
     title.textContent = model.get("title") || "";
     title.style.display = title.textContent ? "" : "none";
     const m = model.get("message") || "";
@@ -225,39 +229,51 @@ function render({ model, el }) {
     }
   }
 
-  function cellAt(ev) {
-    if (!st || !st.rows) return null;
+  function pointer(ev) {
     const b = over.getBoundingClientRect();
-    const x = ev.clientX - b.left - st.left, y = ev.clientY - b.top - st.top;
+    return [ev.clientX - b.left, ev.clientY - b.top];
+  }
+
+  // The cell under the pointer in the last draw's geometry, or null.
+  function cellAtPtr(p = ptr) {
+    if (!st || !st.rows || !p) return null;
+    const x = p[0] - st.left, y = p[1] - st.top;
     if (x < 0 || y < 0 || x >= st.size || y >= st.size) return null;
     const j = Math.min(st.cols - 1, Math.floor(x / st.cw));
     const r = Math.min(st.rows - 1, Math.floor(y / st.ch));
     return [st.lower ? st.rows - 1 - r : r, j];
   }
 
+  // The tooltip of the hovered cell, from the last draw's labels and values (or hidden).
+  function showTip() {
+    if (!hover || !ptr || hover[0] >= st.rows || hover[1] >= st.cols) {
+      tip.style.display = "none";
+      return;
+    }
+    const [i, j] = hover;
+    tip.textContent = `${st.rowL[i] ?? String(i)}\n${st.colL[j] ?? String(j)}\n${fmt(st.vals[i * st.cols + j])}`;
+    tip.style.left = ptr[0] + 12 + "px";
+    tip.style.top = ptr[1] + 12 + "px";
+    tip.style.display = "block";
+  }
+
   let pending = false;
   function onMove(ev) {
-    const cell = cellAt(ev);
+    ptr = pointer(ev);
+    const cell = cellAtPtr();
     const same = cell && hover && cell[0] === hover[0] && cell[1] === hover[1];
     if (same || (!cell && !hover)) return;
     hover = cell;
-    if (cell) {
-      const v = st.vals[cell[0] * st.cols + cell[1]];
-      tip.textContent = `${st.rowL[cell[0]]}\n${st.colL[cell[1]]}\n${fmt(v)}`;
-      const b = over.getBoundingClientRect();
-      tip.style.left = ev.clientX - b.left + 12 + "px";
-      tip.style.top = ev.clientY - b.top + 12 + "px";
-      tip.style.display = "block";
-    } else tip.style.display = "none";
+    showTip();
     if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; drawOverlay(); }); }
   }
-  function onLeave() { hover = null; tip.style.display = "none"; drawOverlay(); }
+  function onLeave() { ptr = null; hover = null; showTip(); drawOverlay(); }
   function select(cell) {
     model.set("selected", cell);
     model.save_changes();
     drawOverlay();
   }
-  function onClick(ev) { const cell = cellAt(ev); if (cell) select(cell); }
+  function onClick(ev) { const cell = cellAtPtr(pointer(ev)); if (cell) select(cell); }
   function onKey(ev) {
     const sel = model.get("selected");
     if (!st || !st.rows || !sel) return;

@@ -68,7 +68,10 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
                    col_labels: list[str] | None = None) -> None:
         """Send a new (rows, cols) matrix; NaN entries show as not yet computed.
 
-        The selection is kept when it still fits the new shape, and cleared otherwise.
+        The selection follows its labels: with the same labels it stays where it is; with
+        new labels it moves to the cell with the same row and column labels, and is
+        cleared when the new labels have no such cell (or name it twice). A click on
+        ``(CLS, blocks.1.mlp)`` never turns into another pair by keeping its index.
 
         Raises:
             ValueError: the matrix is not 2-D, or the labels do not match its shape.
@@ -88,20 +91,36 @@ class HeatmapView(StaticPicture, anywidget.AnyWidget):
                    f"matrix shape {arr.shape}")
             raise ValueError(msg)
         data, dtype, shape = encode_array(arr, "float32")
-        sel = self.selected
+        rows, cols = [str(r) for r in rows], [str(c) for c in cols]
+        sel = self._same_cell(rows, cols)
         with self.hold_sync():
-            self.row_labels = [str(r) for r in rows]
-            self.col_labels = [str(c) for c in cols]
+            self.row_labels, self.col_labels = rows, cols
             self._data, self._dtype, self._shape = data, dtype, shape
-            if sel is not None and not (sel[0] < shape[0] and sel[1] < shape[1]):
-                self.selected = None
+            if sel != self.selected:  # checked against the new shape
+                self.selected = sel
             self._version += 1
 
+    def _same_cell(self, rows: list[str], cols: list[str]) -> list[int] | None:
+        """The selected cell's index under new labels: same labels, same cell, else None."""
+        if self.selected is None:
+            return None
+        i, j = self.selected
+        old_r, old_c = list(self.row_labels), list(self.col_labels)
+        if rows == old_r and cols == old_c:
+            return [i, j]
+        if i >= len(old_r) or j >= len(old_c):
+            return None
+        r, c = old_r[i], old_c[j]
+        if rows.count(r) != 1 or cols.count(c) != 1:
+            return None
+        return [rows.index(r), cols.index(c)]
+
     def clear(self) -> None:
-        """Remove the matrix (an empty view)."""
+        """Remove the matrix and its labels (an empty view)."""
         with self.hold_sync():
             self.selected = None
             self._data, self._shape = b"", [0, 0]
+            self.row_labels, self.col_labels = [], []
             self._version += 1
 
     @property

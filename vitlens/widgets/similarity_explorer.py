@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 LAYER_CHOICES = ("blocks", "all", "attn", "mlp_hidden", "resid_mid", "norm1", "unit", "branch",
                  "stage")
 PLACEHOLDER = "<i>Click a cell to see that layer pair.</i>"
+#: Drawn over a matrix computed for settings other than the controls show (auto off,
+#: and auto on until the new run's first update).
+PREVIOUS = "previous settings: press Run for these"
+RECOMPUTING = "previous settings: recomputing…"
+#: Drawn over the empty view left by a Cancel before the current settings had any batch.
+NOT_COMPUTED = "not computed: press Run"
 #: Colour scales: the fixed CKA range, or the range of the matrix shown.
 SCALES = (("0 to 1", "fixed"), ("data range", "data"))
 
@@ -96,6 +102,8 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         self._runs = BackgroundRuns("vitlens-cka")
         self.result: SimilarityResult | None = None
         self.status_text = ""
+        self._shown: tuple | None = None  # the settings key of the matrix on screen
+        self._owner: threading.Event | None = None  # the run that owns Run/Cancel and status
 
         opts = self.models.options()
         style = {"description_width": "70px"}
@@ -152,7 +160,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         self.add_class("vitlens-similarity-explorer")
         if result is not None:
             self.show_result(result)
-            self.cache.put(self._key(self.settings()), result)
+            self.cache.put(self._shown, result)
         elif run:
             self.run()
 
@@ -174,17 +182,37 @@ class SimilarityExplorer(StaticPicture, W.VBox):
     def running(self) -> bool:
         return self._runs.running
 
+    def _stale(self) -> bool:
+        """The matrix on screen was computed for other settings than the controls show."""
+        return self._shown is not None and self._shown != self._key(self.settings())
+
     # ----- actions -----
     def _on_control(self, _change: dict) -> None:
-        """A control changed: the cached answer at once, else a (debounced) recompute."""
-        if self._key(self.settings()) in self.cache:
-            self.run()
-        elif self.auto.value:
-            self._runs.supersede()  # the run in flight is for old settings: stop it now
-            self._set_status("changed: recomputing…")
-            self._runs.later(self.run)
-        else:
-            self._set_status("settings changed: press Run")
+        """A control changed: the cached answer at once, else a (debounced) recompute.
+
+        With "auto" off, a run in flight goes on (and is cached), but the matrix is marked
+        as the previous settings' and the status keeps asking for Run.
+        """
+        with self._runs.lock:
+            if self._key(self.settings()) in self.cache:
+                self.run()
+            elif self.auto.value:
+                self._runs.supersede()  # the run in flight is for old settings: stop it now
+                self._owner = None  # ... and reports nothing: Cancel now stops the pending run
+                self.run_button.disabled, self.cancel_button.disabled = False, False
+                self._set_status("changed: recomputing…")
+                self._mark_stale()
+                self._runs.later(self.run)
+            else:
+                self._set_status("settings changed: press Run")
+                self._mark_stale()
+
+    def _mark_stale(self) -> None:
+        """Say over the matrix whether it belongs to earlier settings."""
+        if self._stale():
+            self.heatmap.message = RECOMPUTING if self.auto.value else PREVIOUS
+        elif self.heatmap.message in (PREVIOUS, RECOMPUTING):
+            self.heatmap.message = ""
 
     def run(self) -> None:
         """Compute the CKA for the current choices (from the cache when possible).
@@ -196,21 +224,30 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         if key in self.cache:
             with self._runs.lock:
                 self._runs.supersede()
+                self._owner = None
                 self.show_result(self.cache.get(key, lambda: None))
                 self._set_status("from cache")
                 self.run_button.disabled, self.cancel_button.disabled = False, True
             return
         with self._runs.lock:
             self.message.clear()
-            self.heatmap.message = ""
+            self.heatmap.message = RECOMPUTING if self._stale() else ""
             self.run_button.disabled, self.cancel_button.disabled = True, False
             self.progress.value = 0
             self._set_status("loading models…")
-            self._runs.start(self._work, s, key)
+            self._owner = self._runs.start(self._work, s, key)
 
     def cancel(self) -> None:
-        """Stop after the current batch; the partial matrix stays on screen."""
-        self._runs.cancel()
+        """Stop after the current batch; the partial matrix stays on screen.
+
+        A matrix of earlier settings does not: cancelling before the current settings had
+        a batch (during the debounce, or while models load) leaves an empty view, so
+        nothing on screen belongs to settings the controls no longer show.
+        """
+        with self._runs.lock:
+            stopped = self._runs.cancel()
+            if self._owner is None and stopped:  # a debounced run that never started
+                self._cancelled("cancelled")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the background computation ends; True if it did within ``timeout``."""
@@ -222,6 +259,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
             msg = f"expected a SimilarityResult, got {type(result).__name__}"
             raise TypeError(msg)
         self.result = result
+        self._shown = self._key(self.settings())
         a = result.meta.get("model_a", "model A")
         b = result.meta.get("model_b", a)
         self._new_axes(f"{a} layers", f"{b} layers", list(result.layers_a), list(result.layers_b))
@@ -271,7 +309,9 @@ class SimilarityExplorer(StaticPicture, W.VBox):
             def begin() -> None:  # the axes and an all-pending matrix, before any batch
                 self._new_axes(f"{s['model_a']} layers", f"{label_b} layers", rows, cols)
                 self.heatmap.set_matrix(np.full((len(rows), len(cols)), np.nan), rows, cols)
-                self.result = None
+                self.result, self._shown = None, key
+                self.heatmap.message = ""
+                self._mark_stale()
                 self._show_details()
 
             runs.publish(cancel, begin)
@@ -287,11 +327,12 @@ class SimilarityExplorer(StaticPicture, W.VBox):
                     done = int(res.meta.get("partial", {}).get("batches_done", nb))
 
                     def show(res: Any = res, done: int = done, nb: int = nb) -> None:
-                        self.result = res
+                        self.result, self._shown = res, key
                         self.heatmap.set_matrix(res.matrix, res.layers_a, res.layers_b)
                         self.progress.max, self.progress.value = nb, done
-                        self._set_status(f"batch {done}/{nb}…" if done < nb else
-                                         f"done: {res.meta['n_images']} images")
+                        if not self._stale():  # else the status asks for Run (auto off)
+                            self._set_status(f"batch {done}/{nb}…" if done < nb else
+                                             f"done: {res.meta['n_images']} images")
                         self._show_details()
 
                     runs.publish(cancel, show)
@@ -303,18 +344,33 @@ class SimilarityExplorer(StaticPicture, W.VBox):
             runs.publish(cancel, lambda err=err: self._show_error(err))
         finally:
             with runs.lock:
-                if runs.is_current(cancel):
+                if self._owner is cancel:
+                    self._owner = None
                     if cancel.is_set():
-                        self._set_status(f"cancelled after {done}/{nb or '?'} batches")
+                        self._cancelled(f"cancelled after {done}/{nb or '?'} batches")
                     self.run_button.disabled, self.cancel_button.disabled = False, True
+
+    def _cancelled(self, text: str) -> None:
+        """After a Cancel: Run again, and an empty view if the matrix was of earlier settings."""
+        self.run_button.disabled, self.cancel_button.disabled = False, True
+        if self._stale():
+            self._empty(NOT_COMPUTED)
+            text += ": these settings are not computed, press Run"
+        self._set_status(text)
 
     def _show_error(self, err: BaseException) -> None:
         """The error, and empty views: nothing left from an earlier choice."""
         self.message.error(err)
         self._set_status("failed")
-        self.result = None
-        self.heatmap.clear()
-        self.heatmap.message = "no result: see the message above"
+        self._empty("no result: see the message above")
+
+    def _empty(self, note: str) -> None:
+        """No result: an empty heatmap (no layer names or axis titles) saying ``note``."""
+        self.result, self._shown = None, None
+        with self.heatmap.hold_sync():
+            self.heatmap.clear()
+            self.heatmap.row_title = self.heatmap.col_title = ""
+            self.heatmap.message = note
         self.progress.value = 0
         self._show_details()
 
