@@ -1,14 +1,16 @@
 """Output folders: vitlens replaces only files it wrote (vitlens.outputs), and Result.save
-never uses a name a user's file could have."""
+never uses a name a user's file could have. (More in test_outputs_owned.py.)"""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from vitlens import SimilarityResult
 from vitlens.cli import main
-from vitlens.outputs import OUT_MARKER, check_out, mark_out
+from vitlens.outputs import CKA_OUTPUTS, OUT_MARKER, check_out
 from vitlens.reproduce import reproduce
 
 CKA = ["cka", "--model-a", "vitlens/vit-cls", "--images", "samples", "--samples", "4",
@@ -24,10 +26,14 @@ def test_cka_out_refuses_a_users_files_then_replaces_its_own(tmp_path):
     assert not (out / "cka.npz").exists()
     fresh = tmp_path / "fresh"
     assert main([*CKA, "--out", str(fresh)]) == 0
-    assert (fresh / OUT_MARKER).is_file() and (fresh / "cka.npz").is_file()
+    files = json.loads((fresh / OUT_MARKER).read_text())["files"]  # the manifest
+    assert sorted(files) == sorted(CKA_OUTPUTS)
     first = SimilarityResult.load(fresh / "cka.npz").matrix
     assert main([*CKA, "--out", str(fresh)]) == 0  # its own outputs: replaced
     np.testing.assert_allclose(SimilarityResult.load(fresh / "cka.npz").matrix, first)
+    (fresh / "cka.svg").write_text("<svg>edited by the user</svg>")
+    assert main([*CKA, "--out", str(fresh)]) == 2  # changed since vitlens wrote it: theirs
+    assert (fresh / "cka.svg").read_text() == "<svg>edited by the user</svg>"
     assert main([*CKA, "--out", str(out), "--overwrite"]) == 0  # asked for
     assert (out / "cka.png").read_bytes() != b"my own figure"
 
@@ -38,8 +44,10 @@ def test_check_out_names_what_is_in_the_way(tmp_path):
         check_out(tmp_path, ("FINDINGS.md", "figures"))
     check_out(tmp_path, ("FINDINGS.md",), overwrite=True)
     check_out(tmp_path, ("figures",))  # nothing in the way
-    mark_out(tmp_path)
-    check_out(tmp_path, ("FINDINGS.md",))  # a folder vitlens writes in
+    (tmp_path / OUT_MARKER).write_text("vitlens writes its outputs in this folder; a later run "
+                                       "with the same --out replaces them.\n")
+    with pytest.raises(ValueError, match=r"FINDINGS\.md"):  # the old marker owns nothing
+        check_out(tmp_path, ("FINDINGS.md",))
 
 
 def test_reproduce_refuses_before_any_work(tmp_path, monkeypatch):

@@ -118,37 +118,43 @@ def run_groups(model_names: Mapping[str, Any] | None = None, settings: Settings 
 
 def write_outputs(groups: list[Group], out: str | os.PathLike, *, settings: Settings = FULL,
                   progress: bool = True, quick: bool = False,
-                  elapsed: float | None = None) -> Path:
+                  elapsed: float | None = None, overwrite: bool = False) -> Path:
     """Save every result (.npz), figure (PNG and SVG), ``findings.json`` and ``FINDINGS.md``.
+
+    Every file goes through :class:`vitlens.outputs.OutputFolder`: it replaces only files
+    vitlens wrote there and that are unchanged since (``overwrite=True``: any), and records
+    each one in the folder's manifest as it is written.
 
     Returns:
         The path of ``FINDINGS.md``.
+
+    Raises:
+        ValueError: a file in the way that vitlens may not replace (checked before any
+            file is written).
     """
     import altair as alt
     from tqdm.auto import tqdm
 
-    from ..figures import save_chart
+    from ..outputs import REPRODUCE_OUTPUTS, OutputFolder
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out, overwrite)
+    folder.check(REPRODUCE_OUTPUTS)
     figures: dict[str, list[str]] = {}
     total = sum(len(g.charts) for g in groups)
     with tqdm(total=total, disable=not progress, unit="fig", desc="figures") as bar, \
             alt.data_transformers.disable_max_rows():  # the ERF maps have many cells
         for g in groups:
             for name, result in g.results.items():
-                result.save(out / "results" / g.notebook / f"{name}.npz")
+                folder.save_result(result, f"results/{g.notebook}/{name}.npz")
             figures[g.notebook] = []
             for stem, chart in g.charts.items():
-                save_chart(chart, out / "figures" / stem)
+                folder.save_chart(chart, f"figures/{stem}")
                 figures[g.notebook].append(stem)
                 bar.update(1)
     rows = [dict(r.to_dict(), notebook=g.notebook) for g in groups for r in g.findings]
-    (out / "findings.json").write_text(json.dumps(rows, indent=1) + "\n")
-    path = out / "FINDINGS.md"
-    path.write_text(findings_markdown(groups, settings=settings, figures=figures, quick=quick,
-                                      elapsed=elapsed))
-    return path
+    folder.write_text("findings.json", json.dumps(rows, indent=1) + "\n")
+    return folder.write_text("FINDINGS.md", findings_markdown(
+        groups, settings=settings, figures=figures, quick=quick, elapsed=elapsed))
 
 
 def reproduce(out: str | os.PathLike, *, quick: bool = False, progress: bool = True,
@@ -167,11 +173,9 @@ def reproduce(out: str | os.PathLike, *, quick: bool = False, progress: bool = T
         The path of ``FINDINGS.md``.
     """
     from .. import distributed
-    from ..outputs import REPRODUCE_OUTPUTS, check_out, mark_out
+    from ..outputs import REPRODUCE_OUTPUTS, check_out
 
-    check_out(Path(out), REPRODUCE_OUTPUTS, overwrite)
-    if distributed.is_main():
-        mark_out(Path(out))
+    check_out(Path(out), REPRODUCE_OUTPUTS, overwrite)  # before any work; nothing written yet
 
     settings = QUICK if quick else FULL
     start = time.perf_counter()
@@ -179,7 +183,7 @@ def reproduce(out: str | os.PathLike, *, quick: bool = False, progress: bool = T
     if not distributed.is_main():  # under torchrun, rank 0 writes
         return Path(out) / "FINDINGS.md"
     path = write_outputs(groups, out, settings=settings, progress=progress, quick=quick,
-                         elapsed=time.perf_counter() - start)
+                         elapsed=time.perf_counter() - start, overwrite=overwrite)
     n_ok = sum(r.verdict == "reproduced" for g in groups for r in g.findings)
     n_all = sum(len(g.findings) for g in groups)
     print(f"{n_ok} of {n_all} findings reproduced beyond their random-init control; wrote {path}")

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, BinaryIO, ClassVar
 
 import numpy as np
 
@@ -59,7 +61,14 @@ class Result:
         self.meta.setdefault("vitlens_version", __version__)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write one ``.npz`` file (the suffix is added if missing) and return its path."""
+        """Write one ``.npz`` file (the suffix is added if missing) and return its path.
+
+        The file is written atomically (see :func:`write_atomic`): a new one gets the
+        permissions the umask gives, a replaced one keeps its own. Like NumPy's ``savez``,
+        it replaces a file at ``path``; ``vitlens cka --out`` and ``vitlens reproduce``
+        write through :class:`vitlens.outputs.OutputFolder`, which replaces only what vitlens
+        wrote.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
@@ -68,15 +77,7 @@ class Result:
         payload = {f"a_{k}": v for k, v in self.arrays.items()}
         payload["__meta__"] = np.frombuffer(json.dumps(header, default=_json_default).encode(),
                                             dtype=np.uint8)
-        # a temporary name of its own (never a user's file), moved into place when complete
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, **payload)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez_compressed(f, **payload))
         return path
 
     @classmethod
@@ -114,6 +115,38 @@ class Result:
             return self.chart()._repr_mimebundle_(include, exclude)
         except NotImplementedError:
             return {"text/plain": repr(self)}
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> None:
+    """Write ``path`` through ``write(f)`` on a temporary file of its own in the same folder
+    (never a name a user's file could have), moved into place only when complete.
+
+    A new file gets the permissions the umask gives (``0o666 & ~umask``, as ``open`` would,
+    and any default ACL of the folder), not ``mkstemp``'s private 0600; a replaced file
+    keeps its permission bits.
+    """
+    path = Path(path)
+    try:
+        keep = stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        keep = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)  # the kernel applies the umask
+            break
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        if keep is not None:
+            os.chmod(tmp, keep)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def chart_size(width: int | None, height: int | None, size: int | None, default: int,
