@@ -51,17 +51,15 @@ def save_chart(chart, stem: str | os.PathLike, *, formats: tuple[str, ...] = FOR
     suffix is dropped (``"figs/cka.png"`` writes ``figs/cka.png`` and ``figs/cka.svg``).
 
     Like ``matplotlib``'s ``savefig`` and Altair's ``Chart.save``, this replaces files of
-    those names: the caller chose them. Each file is written atomically (complete or not at
-    all; a replaced file keeps its permissions). ``vitlens cka --out`` and ``vitlens
-    reproduce`` write through :class:`vitlens.outputs.OutputFolder` instead, which replaces
-    only files vitlens wrote.
+    those names: the caller chose them. Every format is rendered before any file is
+    written; a new file gets the permissions the umask gives, a replaced one keeps its own.
+    ``vitlens cka --out`` and ``vitlens reproduce`` write through
+    :class:`vitlens.outputs.OutputFolder` instead, which replaces only files vitlens wrote.
 
     Raises:
         ValueError: an unsupported format (before anything is written).
     """
     import vl_convert as vlc
-
-    from .results.base import write_atomic
 
     paths = chart_paths(stem, formats)
     spec = chart.to_json(format="vega-lite")
@@ -69,5 +67,5 @@ def save_chart(chart, stem: str | os.PathLike, *, formats: tuple[str, ...] = FOR
                   else vlc.vegalite_to_svg(spec).encode("utf-8")) for fmt in formats}
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for fmt, path in zip(formats, paths, strict=True):
-        write_atomic(path, lambda f, b=data[fmt]: f.write(b))
+        path.write_bytes(data[fmt])  # open() applies the umask; a replaced file keeps its mode
     return paths
