@@ -86,6 +86,15 @@ def test_a_file_changed_since_vitlens_wrote_it_is_the_users(tmp_path, change):
         assert (tmp_path / "mine.png").read_bytes() == b"my figure elsewhere"
 
 
+def test_two_writers_in_one_folder_keep_each_others_entries(tmp_path):
+    first, second = OutputFolder(tmp_path), OutputFolder(tmp_path)
+    first.save_result(_result(), "a.npz")
+    second.save_result(_result(), "b.npz")
+    first.write_text("notes.md", "vitlens's notes")
+    assert sorted(_manifest(tmp_path)) == ["a.npz", "b.npz", "notes.md"]
+    check_out(tmp_path, ("a.npz", "b.npz", "notes.md"))
+
+
 def test_one_owned_file_does_not_make_the_others_replaceable(tmp_path):
     out = tmp_path / "out"
     folder = OutputFolder(out)

@@ -205,6 +205,9 @@ class OutputFolder:
         if self._foreign_marker:
             self.check()  # raises: the manifest's name holds a file that is not vitlens's
         key = self._key(os.path.relpath(path, self.root))
+        current, foreign = _read_manifest(self.root)  # another run may have added files
+        if not foreign:
+            self._files = {**current, **self._files}
         self._files[key] = _digest(self.root / key)
         data = {"format": _FORMAT, "about": _README, "files": dict(sorted(self._files.items()))}
         text = json.dumps(data, indent=1) + "\n"
