@@ -14,6 +14,7 @@ from vitlens.datasets import (
     balanced_batches,
     samples,
 )
+from vitlens.datasets.images import SkippedFilesWarning
 from vitlens.errors import ImageError
 
 
@@ -21,7 +22,8 @@ def test_folder_reads_sorted_rgb(tmp_path):
     for i, mode in enumerate(["RGB", "L", "RGBA"]):
         Image.new(mode, (10 + i, 12)).save(tmp_path / f"{i}.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    src = as_images(tmp_path)
+    with pytest.warns(SkippedFilesWarning, match=r"not an image type .*\(1\): notes\.txt"):
+        src = as_images(tmp_path)
     assert len(src) == 3
     assert [src[i].size for i in range(3)] == [(10, 12), (11, 12), (12, 12)]
     assert all(src[i].mode == "RGB" for i in range(3))

@@ -184,6 +184,24 @@ def _refuse(folder: Path) -> CacheUnusable:
     return CacheUnusable(msg)
 
 
+def _await_tag(folder: Path) -> None:
+    """Return once another vitlens process that has just created ``folder`` has tagged it;
+    raise :class:`CacheUnusable` if it is not such a folder (or the tag never comes)."""
+    deadline = time.monotonic() + _TAG_WAIT_S
+    while True:
+        if is_own_folder(folder):
+            return
+        try:
+            names = [p.name for p in folder.iterdir()]
+            young = time.time() - folder.stat().st_mtime < 2 * _TAG_WAIT_S
+        except OSError:
+            names, young = [], False
+        # only a folder made this instant, empty but for a tag being written, may be waited on
+        if not young or any(not _TEMP.match(n) for n in names) or time.monotonic() > deadline:
+            raise _refuse(folder)
+        time.sleep(0.02)
+
+
 def prepare_folder(folder: Path) -> None:
     """Create a kind folder for writing and tag it, or use one vitlens tagged before;
     raises OSError if it cannot be used. A folder that exists without vitlens's tag is
@@ -191,20 +209,16 @@ def prepare_folder(folder: Path) -> None:
     if is_own_folder(folder):
         return
     if folder.is_dir():
-        raise _refuse(folder)
+        _await_tag(folder)
+        return
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         folder.mkdir()
     except FileExistsError:
-        # another vitlens process may have made it this instant: give it time to tag it
-        deadline = time.monotonic() + _TAG_WAIT_S
-        while time.monotonic() < deadline:
-            if is_own_folder(folder):
-                return
-            if not folder.is_dir():
-                raise
-            time.sleep(0.02)
-        raise _refuse(folder) from None
+        if not folder.is_dir():
+            raise
+        _await_tag(folder)
+        return
     try:
         atomic_write(folder / TAG_NAME, TAG.encode())
     except BaseException:
