@@ -1,7 +1,9 @@
-"""What the explorers let users choose: models (names or objects) and image sources."""
+"""What the explorers let users choose: models (names or objects), image sources, uploads."""
 
 from __future__ import annotations
 
+import io
+import re
 import threading
 from typing import Any
 
@@ -152,3 +154,24 @@ def preprocess_one(image: Any, model: nn.Module, preprocessed: bool = False) -> 
     if preprocessed:
         return torch.as_tensor(image)[None].float()
     return transform_for(model)(to_pil(image))[None]
+
+
+def read_upload(upload: dict[str, Any]) -> Any:
+    """The RGB PIL image of one ``FileUpload`` entry (``name`` and ``content``).
+
+    Raises:
+        ValueError: The file is not an image Pillow can open (the message names the file).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    name = upload.get("name", "upload")
+    try:
+        with Image.open(io.BytesIO(bytes(upload["content"]))) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        # Pillow names the in-memory buffer (<_io.BytesIO object at 0x...>): drop it.
+        why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(err)).strip()
+        msg = (f"could not read the uploaded file {name!r}: it is not an image Pillow "
+               f"can open (PNG, JPEG, WebP, ...){f'; {why}' if why else ''}")
+        raise ValueError(msg) from None

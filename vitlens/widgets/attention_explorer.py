@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import html
-import io
-import re
 import threading
 from typing import Any
 
@@ -14,9 +11,17 @@ import traitlets as T
 from torch import nn
 
 from ._base import LRUCache, MessageArea, model_key
-from ._live import BackgroundRuns
-from ._sources import IMAGE_SOURCES, ModelChoices, display_image, image_source, source_label
+from ._run_controls import RunCancelled, RunControls
+from ._sources import (
+    IMAGE_SOURCES,
+    ModelChoices,
+    display_image,
+    image_source,
+    read_upload,
+    source_label,
+)
 from ._static import StaticPicture
+from .attention_data import compute_attention, maps_data
 from .image_attention import ImageAttentionView
 from .slider_keys import SliderKeys
 
@@ -26,43 +31,7 @@ MAX_CHOICES = 256
 REPR_WAIT_S = 120.0
 
 
-class _Stopped(Exception):
-    """The run was cancelled or superseded before its maps were computed."""
-
-
-def compute_attention(model: nn.Module, x: Any) -> dict[str, np.ndarray]:
-    """Everything the explorer shows for one preprocessed image (1, 3, H, W).
-
-    Returns:
-        ``maps`` (L, H, N, N) attention probabilities, ``rollout`` (L, N, N) rollout through
-        blocks 0..l, ``distance`` (L, H) mean attention distance in pixels (this image),
-        ``grid``, ``patch_size`` and ``num_prefix_tokens``.
-    """
-    import torch
-
-    from ..analyses.attention import attention_maps, attention_rollout
-    from ..analyses.distance import mean_attention_distance
-    from ..models.layers import layer_catalog
-
-    cat = layer_catalog(model)
-    npt = int(getattr(model, "num_prefix_tokens", 0))
-    dev = next(model.parameters()).device
-    with torch.no_grad():
-        maps = attention_maps(model, x.to(dev))[:, 0].double()  # (L, H, N, N)
-        # Rollout through blocks 0..l for every l: one running product.
-        eye = torch.eye(maps.shape[-1], dtype=maps.dtype, device=maps.device)
-        rolls, acc = [], eye
-        for layer in maps:
-            acc = attention_rollout(layer[None]) @ acc
-            rolls.append(acc)
-        dist = torch.stack([mean_attention_distance(m[None], cat.grid_size, cat.patch_size, npt)
-                            for m in maps])
-    return {"maps": maps.float().cpu().numpy(), "rollout": torch.stack(rolls).float().cpu().numpy(),
-            "distance": dist.cpu().numpy(), "grid": tuple(cat.grid_size),
-            "patch_size": tuple(cat.patch_size), "num_prefix_tokens": npt}
-
-
-class AttentionExplorer(StaticPicture, W.VBox):
+class AttentionExplorer(RunControls, StaticPicture, W.VBox):
     """Attention maps of a ViT for one image: pick the image, the layer and the head.
 
     Shows the attention of the clicked query patch (or CLS) in the chosen head, every head
@@ -81,6 +50,8 @@ class AttentionExplorer(StaticPicture, W.VBox):
         charts: Show the Altair chart of heads by distance.
     """
 
+    repr_wait_s = REPR_WAIT_S
+
     def __init__(self, model: str | nn.Module = "vitlens/vit-cls", images: Any = "samples", *,
                  image: int = 0, layer: int = 0, head: int = -1, charts: bool = True,
                  n_images: int | None = None, _data: dict[str, Any] | None = None) -> None:
@@ -91,11 +62,10 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self._uploads: dict[str, Any] = {}
         self.data: dict[str, Any] | None = _data
         self.source = None
-        self._runs = BackgroundRuns("vitlens-attention")
-        self._busy = False  # a computation was requested and has not shown its result yet
+        self._init_run_controls("vitlens-attention",
+                                tooltip="compute the maps of the current image again")
         self._quiet = False  # the image dropdown is being refilled: no refresh per step
         self._where: tuple[str, Any] | None = None  # the query's place when views were emptied
-        self.status_text = ""
         style = {"description_width": "60px"}
         self.model = W.Combobox(value=label, options=self.models.options(), ensure_option=False,
                                 description="Model", style=style, continuous_update=False)
@@ -118,13 +88,6 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self.head_note = W.HTML("<span style='font-size:11px;color:#666'>−1 = mean over heads"
                                 "</span>")
         self.message = MessageArea()
-        self.run_button = W.Button(description="Run", icon="play", disabled=True,
-                                   tooltip="compute the maps of the current image again",
-                                   layout=W.Layout(width="80px"))
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
-                                      layout=W.Layout(width="90px"))
-        self.status = W.HTML("")
-        self.status.add_class("vitlens-status")
         self.attention = ImageAttentionView(title="attention of the query", prefix_names=["CLS"],
                                             size=240)
         self.rollout = ImageAttentionView(title="attention rollout", show_heads=False,
@@ -199,10 +162,7 @@ class AttentionExplorer(StaticPicture, W.VBox):
         if failed is not None:
             with self._runs.lock:
                 self._runs.supersede()
-                self._busy = False
-                self._show_error(failed)
-                self._set_status("failed: no image to show")
-                self._buttons(running=False)
+                self._finish(lambda: self._show_error(failed), "failed: no image to show")
         elif show:
             self.refresh()
 
@@ -213,18 +173,7 @@ class AttentionExplorer(StaticPicture, W.VBox):
         f = files[-1] if isinstance(files, list | tuple) else next(iter(files.values()))
         name = f.get("name", "upload")
         try:
-            from PIL import Image, UnidentifiedImageError
-
-            try:
-                with Image.open(io.BytesIO(bytes(f["content"]))) as img:
-                    img.load()
-                    pil = img.convert("RGB")
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-                # Pillow names the in-memory buffer (<_io.BytesIO object at 0x...>): drop it.
-                why = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(err)).strip()
-                msg = (f"could not read the uploaded file {name!r}: it is not an image Pillow "
-                       f"can open (PNG, JPEG, WebP, ...){f'; {why}' if why else ''}")
-                raise ValueError(msg) from None
+            pil = read_upload(f)
         except ValueError as err:
             self.message.error(str(err))
             return
@@ -232,9 +181,6 @@ class AttentionExplorer(StaticPicture, W.VBox):
         self._uploads[key] = pil
         self.image.options = [*self.image.options, (f"upload: {name}", key)]
         self.image.value = key
-
-    def _pil(self, key: tuple) -> Any:
-        return self._uploads[key] if key[0] == "upload" else self.source[key[2]]
 
     # ----- compute and show -----
     def _on_model(self, _change: dict) -> None:
@@ -251,7 +197,7 @@ class AttentionExplorer(StaticPicture, W.VBox):
         def work() -> dict[str, Any]:
             model = self.models.load(label)
             if cancel is not None and cancel.is_set():
-                raise _Stopped
+                raise RunCancelled("cancelled")
             pil = self._uploads[key] if key[0] == "upload" else source[key[2]]
             x = preprocess_one(pil, model, getattr(source, "preprocessed", False)
                                and key[0] == "source")
@@ -289,64 +235,21 @@ class AttentionExplorer(StaticPicture, W.VBox):
                 self._buttons(running=False)
                 return
             if self._cache_key(label, key) in self.cache:
-                self._busy = False
-                self._show(self._maps(label, key, self.source))
-                self._set_status("from cache")
-                self._buttons(running=False)
+                self._finish(lambda: self._show(self._maps(label, key, self.source)),
+                             "from cache")
                 return
-            self._busy = True
             self.message.clear()
             self._empty_views("computing…")
-            self._set_status(f"computing {self.image.label} on {label}…")
-            self._buttons(running=True)
-            args = (label, key, self.source)
-            if debounce:
-                self._runs.later(lambda: self._runs.start(self._work, *args))
-            else:
-                self._runs.start(self._work, *args)
+            self._begin(self._work, label, key, self.source, debounce=debounce,
+                        status=f"computing {self.image.label} on {label}…")
 
     def _work(self, cancel: threading.Event, label: str, key: tuple, source: Any) -> None:
-        runs = self._runs
-        try:
-            data = self._maps(label, key, source, cancel)
-            runs.publish(cancel, lambda: self._finish(lambda: self._show(data), "done"))
-        except _Stopped:
-            pass
-        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            runs.publish(cancel, lambda err=err: self._finish(lambda: self._show_error(err),
-                                                                 "failed"))
+        self._outcome(cancel, lambda: self._maps(label, key, source, cancel), self._show, "done",
+                      "failed")
 
-    def _finish(self, show: Any, status: str) -> None:
-        self._busy = False
-        show()
-        self._set_status(status)
-        self._buttons(running=False)
-
-    def cancel(self) -> None:
-        """Stop the computation in flight (or about to start); the views stay empty."""
-        with self._runs.lock:
-            if not self._busy:
-                return
-            self._runs.cancel()
-            self._busy = False
-            self._empty_views("cancelled: press Run to compute")
-            self._set_status("cancelled: nothing shown (press Run to compute)")
-            self._buttons(running=False)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the background computation ends; True if it did within ``timeout``."""
-        return self._runs.wait(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._runs.running or self._runs.pending
-
-    def _buttons(self, *, running: bool) -> None:
-        self.run_button.disabled, self.cancel_button.disabled = running, not running
-
-    def _set_status(self, text: str) -> None:
-        self.status_text = text
-        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
+    def _cancelled(self) -> None:
+        self._empty_views("cancelled: press Run to compute")
+        self._set_status("cancelled: nothing shown (press Run to compute)")
 
     def _show(self, data: dict[str, Any]) -> None:
         """Draw ``data``: each view gets its image and maps in one message."""
@@ -431,11 +334,6 @@ class AttentionExplorer(StaticPicture, W.VBox):
         if heads:
             self.head.value = int(heads[0])
 
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        # A notebook's output (text and static picture) shows the maps, not "computing".
-        self.wait(REPR_WAIT_S)
-        return super()._repr_mimebundle_(**kwargs)
-
     def __repr__(self) -> str:
         shape = "none" if self.data is None else "×".join(str(s) for s in self.data["maps"].shape)
         return (f"AttentionExplorer({self.model.value}, image={self.image.label!r}, "
@@ -454,23 +352,7 @@ class AttentionExplorer(StaticPicture, W.VBox):
             patch_size: Patch size in pixels (for the mean distances).
             num_prefix_tokens: Prefix tokens at the front of the N tokens.
         """
-        import torch
-
-        from ..analyses.attention import attention_rollout
-        from ..analyses.distance import mean_attention_distance
-
-        m = torch.as_tensor(np.asarray(maps), dtype=torch.float64)
-        if m.dim() != 4:
-            msg = f"maps must be (L, H, N, N); got shape {tuple(m.shape)}"
-            raise ValueError(msg)
-        side = int(round((m.shape[-1] - num_prefix_tokens) ** 0.5))
-        grid = (side, side)
-        rolls = torch.stack([attention_rollout(m[: i + 1]) for i in range(len(m))])
-        dist = torch.stack([mean_attention_distance(a[None], grid, patch_size, num_prefix_tokens)
-                            for a in m])
-        data = {"maps": m.float().numpy(), "rollout": rolls.float().numpy(),
-                    "distance": dist.numpy(), "grid": grid, "num_prefix_tokens": num_prefix_tokens,
-                    "image": np.asarray(image), "patch_size": patch_size}
+        data = maps_data(image, maps, patch_size=patch_size, num_prefix_tokens=num_prefix_tokens)
         obj = cls(label, [np.asarray(image)], _data=data, **kwargs)
         obj.image.disabled = obj.model.disabled = obj.upload.disabled = True
         return obj

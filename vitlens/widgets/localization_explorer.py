@@ -11,9 +11,8 @@ import ipywidgets as W
 import numpy as np
 from torch import nn
 
-from ..datasets.source import ImageSource
 from ._base import LRUCache, MessageArea, model_key
-from ._live import BackgroundRuns
+from ._run_controls import CancellableImages, RunControls
 from ._sources import ModelChoices, display_image, image_source, preprocess_one
 from ._static import StaticPicture
 from .image_attention import ImageAttentionView
@@ -21,31 +20,6 @@ from .slider_keys import SliderKeys
 
 #: Seconds a notebook's display waits for the first map (its static picture shows it).
 REPR_WAIT_S = 300.0
-
-
-class RunCancelled(Exception):
-    """A background computation was cancelled or superseded (raised between batches)."""
-
-
-class CancellableImages(ImageSource):
-    """An image source that stops the analysis reading it once ``cancel`` is set.
-
-    The analyses read their images batch by batch, so a cancelled run ends after the batch
-    in flight (:class:`RunCancelled`) instead of running to the end unseen.
-    """
-
-    def __init__(self, source: ImageSource, cancel: threading.Event) -> None:
-        self.source, self.cancel = source, cancel
-        self.name = getattr(source, "name", "images")
-        self.preprocessed = getattr(source, "preprocessed", False)
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> Any:
-        if self.cancel.is_set():
-            raise RunCancelled("cancelled")
-        return self.source[i]
 
 
 def _as_values(result: Any) -> tuple[np.ndarray, tuple[int, int]]:
@@ -58,7 +32,7 @@ def _as_values(result: Any) -> tuple[np.ndarray, tuple[int, int]]:
     return full[None], (gh, gw)
 
 
-class LocalizationExplorer(StaticPicture, W.VBox):
+class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
     """Spatial localization: how much a token of a layer still describes its own patch.
 
     For the token you click on the grid, the overlay shows its CKA across images with the raw
@@ -81,6 +55,8 @@ class LocalizationExplorer(StaticPicture, W.VBox):
             other layers are computed on ``images`` when reached).
     """
 
+    repr_wait_s = REPR_WAIT_S
+
     def __init__(self, model: str | nn.Module = "vitlens/vit-cls", images: Any = "synthetic", *,
                  layers: str | Sequence[str] = "blocks", layer: int | None = None,
                  n_images: int = 64, batch_size: int = 32, device: Any = None,
@@ -93,10 +69,8 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         self._bg: np.ndarray | None = None
         self._start: int | None = None
         self.layer_names: list[str] = []
-        self._runs = BackgroundRuns("vitlens-localization")
-        self._busy = False  # a layer was requested and has not been shown yet
+        self._init_run_controls("vitlens-localization", tooltip="compute the current layer again")
         self._where: tuple[str, Any] | None = None  # the clicked token's place, kept
-        self.status_text = ""
         style = {"description_width": "60px"}
         self._spec = layers
         self.layers = W.Combobox(value=layers if isinstance(layers, str) else ", ".join(layers),
@@ -105,13 +79,6 @@ class LocalizationExplorer(StaticPicture, W.VBox):
         self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style)
         self.layer.add_class("vitlens-layer-slider")
         self.layer_label = W.HTML("")
-        self.run_button = W.Button(description="Run", icon="play", disabled=True,
-                                   tooltip="compute the current layer again",
-                                   layout=W.Layout(width="80px"))
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
-                                      layout=W.Layout(width="90px"))
-        self.status = W.HTML("")
-        self.status.add_class("vitlens-status")
         self.message = MessageArea()
         self.view = ImageAttentionView(title="CKA of the clicked token with each input patch",
                                        value_label="CKA", show_heads=False, colormap="viridis",
@@ -186,13 +153,10 @@ class LocalizationExplorer(StaticPicture, W.VBox):
             # spec is fixed, and nothing of the old spec is drawn.
             with self._runs.lock:
                 self._runs.supersede()
-                self._busy = False
                 self.layer_names = []
                 self.layer.disabled = True
                 self.layer_label.value = "<i>no layers</i>"
-                self._show_error(err)
-                self._set_status("failed: fix the layers")
-                self._buttons(running=False)
+                self._finish(lambda err=err: self._show_error(err), "failed: fix the layers")
             return
         with self._runs.lock:
             self.message.clear()
@@ -257,71 +221,36 @@ class LocalizationExplorer(StaticPicture, W.VBox):
                 return
             self.layer_label.value = f"<code>{html.escape(layer)}</code>"
             if self._key(layer) in self.cache:
-                self._busy = False
-                try:
-                    self._show(layer, self.compute(layer))
-                except Exception as err:  # noqa: BLE001 - shown in the widget
-                    self._show_error(err)
-                self._set_status(f"{layer}: from cache")
-                self._buttons(running=False)
+                self._finish(lambda: self._show_cached(layer), f"{layer}: from cache")
                 return
-            self._busy = True
             self.message.clear()
             self._empty_view(f"computing {layer}…")
-            self._set_status(f"computing {layer} on {self.n_images} images…")
-            self._buttons(running=True)
-            if debounce:
-                self._runs.later(lambda: self._runs.start(self._work, layer))
-            else:
-                self._runs.start(self._work, layer)
+            self._begin(self._work, layer, debounce=debounce,
+                        status=f"computing {layer} on {self.n_images} images…")
+
+    def _show_cached(self, layer: str) -> None:
+        try:
+            self._show(layer, self.compute(layer))
+        except Exception as err:  # noqa: BLE001 - shown in the widget
+            self._show_error(err)
 
     def _work(self, cancel: threading.Event, layer: str) -> None:
-        try:
+        def compute() -> Any:
             res = self.compute(layer, cancel)
             _as_values(res)  # a result that cannot be drawn fails here, off the kernel
             self._background(tuple(np.asarray(res.maps).shape[1:3]))
-        except RunCancelled:
-            return
-        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self._runs.publish(cancel, lambda err=err: self._finish(
-                lambda: self._show_error(err), f"{layer}: failed"))
-            return
-        self._runs.publish(cancel, lambda: self._finish(lambda: self._show(layer, res),
-                                                        f"{layer}: done"))
+            return res
 
-    def _finish(self, show: Any, status: str) -> None:
-        self._busy = False
-        show()
-        self._set_status(status)
-        self._buttons(running=False)
+        self._outcome(cancel, compute, lambda res: self._show(layer, res), f"{layer}: done",
+                      f"{layer}: failed")
 
-    def cancel(self) -> None:
-        """Stop the computation (after its current batch); the view stays empty."""
-        with self._runs.lock:
-            if not self._busy:
-                return
-            self._runs.cancel()
-            self._busy = False
-            layer = self.current_layer
-            self._empty_view(f"cancelled: press Run to compute {layer}")
-            self._set_status(f"{layer}: cancelled, nothing shown (press Run to compute)")
-            self._buttons(running=False)
+    def _cancelled(self) -> None:
+        layer = self.current_layer
+        self._empty_view(f"cancelled: press Run to compute {layer}")
+        self._set_status(f"{layer}: cancelled, nothing shown (press Run to compute)")
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the background computation ends; True if it did within ``timeout``."""
-        return self._runs.wait(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._runs.running or self._runs.pending
-
-    def _buttons(self, *, running: bool) -> None:
-        self.run_button.disabled = running or self.current_layer is None
-        self.cancel_button.disabled = not running
-
-    def _set_status(self, text: str) -> None:
-        self.status_text = text
-        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
+    def _can_run(self) -> bool:
+        return self.current_layer is not None
 
     def _show(self, layer: str, res: Any) -> None:
         """Draw one layer's result (the clicked token keeps its place)."""
@@ -358,11 +287,6 @@ class LocalizationExplorer(StaticPicture, W.VBox):
 
     def _static_views(self) -> list[Any]:
         return [self.view]
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        # A notebook's output (its static picture) shows the map, not "computing".
-        self.wait(REPR_WAIT_S)
-        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         return (f"LocalizationExplorer({self._label}, layer={self.current_layer!r}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import threading
 from typing import Any
 
@@ -11,11 +10,10 @@ import numpy as np
 from torch import nn
 
 from ._base import MessageArea
-from ._live import BackgroundRuns
+from ._run_controls import CancellableImages, RunControls
 from ._sources import ModelChoices, image_source
 from ._static import StaticPicture
 from .heatmap import HeatmapView
-from .localization_explorer import CancellableImages, RunCancelled
 
 STAT_LABELS = {"ratio": "log10 ‖z‖/‖f(z)‖", "cos_branch": "cos(z, f(z))",
                "cos_stream": "cos(z, z + f(z))"}
@@ -34,7 +32,7 @@ def _token_labels(n: int, npt: int) -> list[str]:
     return out
 
 
-class ResidualExplorer(StaticPicture, W.VBox):
+class ResidualExplorer(RunControls, StaticPicture, W.VBox):
     """The residual stream against the branch: one heatmap cell per (token, sub-block).
 
     Rows are tokens (CLS first) and columns the attention and MLP sub-blocks in order; the
@@ -54,6 +52,8 @@ class ResidualExplorer(StaticPicture, W.VBox):
         charts: Show the Altair curves.
     """
 
+    repr_wait_s = REPR_WAIT_S
+
     def __init__(self, model: str | nn.Module = "vitlens/vit-cls", images: Any = "synthetic", *,
                  n_images: int = 32, batch_size: int = 16, device: Any = None,
                  result: Any = None, charts: bool = True) -> None:
@@ -62,16 +62,8 @@ class ResidualExplorer(StaticPicture, W.VBox):
         self.images, self.n_images = images, n_images
         self.batch_size, self.device = batch_size, device
         self.result = result
-        self._runs = BackgroundRuns("vitlens-residual")
-        self._busy = False  # a computation was started and has not shown its result yet
-        self.status_text = ""
+        self._init_run_controls("vitlens-residual", tooltip="compute the statistics")
         self.message = MessageArea()
-        self.run_button = W.Button(description="Run", icon="play", disabled=True,
-                                   tooltip="compute the statistics", layout=W.Layout(width="80px"))
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True,
-                                      layout=W.Layout(width="90px"))
-        self.status = W.HTML("")
-        self.status.add_class("vitlens-status")
         self.stat = W.Dropdown(options=[("ratio ‖z‖/‖f(z)‖", "ratio"), ("cos(z, f(z))", "cos_branch"),
                                         ("cos(z, z+f(z))", "cos_stream")], value="ratio",
                                description="Statistic")
@@ -167,64 +159,27 @@ class ResidualExplorer(StaticPicture, W.VBox):
                 self._redraw()
                 self._buttons(running=False)
                 return
-            self._busy = True
             self.message.clear()
             self.heatmap.clear()
             self.heatmap.message = "computing…"
             self._chart_box.layout.display = "none"
-            self._set_status(f"computing on {self.n_images} images…")
-            self._buttons(running=True)
-            self._runs.start(self._work)
+            self._begin(self._work, status=f"computing on {self.n_images} images…")
 
     def _work(self, cancel: threading.Event) -> None:
-        try:
-            res = self._compute(cancel)
-        except RunCancelled:
-            return
-        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            self._runs.publish(cancel, lambda err=err: self._finish(
-                lambda: self._show_error(err), "failed"))
-            return
-
-        def show() -> None:
+        def show(res: Any) -> None:
             self.result = res
             self._redraw()
 
-        self._runs.publish(cancel, lambda: self._finish(
-            show, f"done: {res.meta.get('n_images', self.n_images)} images"))
+        self._outcome(cancel, lambda: self._compute(cancel), show,
+                      lambda res: f"done: {res.meta.get('n_images', self.n_images)} images",
+                      "failed")
 
-    def _finish(self, show: Any, status: str) -> None:
-        self._busy = False
-        show()
-        self._set_status(status)
-        self._buttons(running=False)
+    def _cancelled(self) -> None:
+        self.heatmap.message = "cancelled: press Run to compute"
+        self._set_status("cancelled: nothing shown (press Run to compute)")
 
-    def cancel(self) -> None:
-        """Stop the computation after its current batch; the heatmap stays empty."""
-        with self._runs.lock:
-            if not self._busy:
-                return
-            self._runs.cancel()
-            self._busy = False
-            self.heatmap.message = "cancelled: press Run to compute"
-            self._set_status("cancelled: nothing shown (press Run to compute)")
-            self._buttons(running=False)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the background computation ends; True if it did within ``timeout``."""
-        return self._runs.wait(timeout)
-
-    @property
-    def running(self) -> bool:
-        return self._runs.running
-
-    def _buttons(self, *, running: bool) -> None:
-        self.run_button.disabled = running or self.result is not None
-        self.cancel_button.disabled = not running
-
-    def _set_status(self, text: str) -> None:
-        self.status_text = text
-        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
+    def _can_run(self) -> bool:
+        return self.result is None
 
     def _redraw(self) -> None:
         """The table of the result for the chosen statistic and branches (nothing while
@@ -284,11 +239,6 @@ class ResidualExplorer(StaticPicture, W.VBox):
         if values:
             row = self.heatmap.selected[0] if self.heatmap.selected is not None else 0
             self.heatmap.selected = [row, int(values[0])]
-
-    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
-        # A notebook's output (text and static picture) shows the result, not "computing".
-        self.wait(REPR_WAIT_S)
-        return super()._repr_mimebundle_(**kwargs)
 
     def __repr__(self) -> str:
         shape = "×".join(str(s) for s in self.heatmap.shape)

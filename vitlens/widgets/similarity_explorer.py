@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +11,16 @@ from torch import nn
 
 from .. import TOKEN_MODES
 from ._base import LRUCache, MessageArea, model_key
-from ._live import BackgroundRuns
+from ._pair_details import PLACEHOLDER, pair_details
+from ._run_controls import RunControls
+from ._similarity_choices import (
+    LAYER_CHOICES,
+    UnknownImages,
+    result_class,
+    result_settings,
+    source_size,
+    split_layers,
+)
 from ._sources import IMAGE_SOURCES, ModelChoices, image_source, source_label
 from ._static import StaticPicture
 from .heatmap import HeatmapView
@@ -21,10 +29,6 @@ from .slider_keys import SliderKeys
 if TYPE_CHECKING:
     from .. import SimilarityResult
 
-#: Layer selectors offered in the dropdowns (any kind or layer name can be typed).
-LAYER_CHOICES = ("blocks", "all", "attn", "mlp_hidden", "resid_mid", "norm1", "unit", "branch",
-                 "stage")
-PLACEHOLDER = "<i>Click a cell to see that layer pair.</i>"
 #: Drawn over a matrix computed for settings other than the controls show (auto off,
 #: and auto on until the new run's first update).
 PREVIOUS = "previous settings: press Run for these"
@@ -35,23 +39,7 @@ NOT_COMPUTED = "not computed: press Run"
 SCALES = (("0 to 1", "fixed"), ("data range", "data"))
 
 
-def _source_size(images: Any) -> int:
-    """How many images a custom source holds (512 if it cannot be read now)."""
-    from ..datasets import as_images
-
-    try:
-        return max(len(as_images(images)), 4)
-    except Exception:  # noqa: BLE001 - the run reports a bad source in the widget
-        return 512
-
-
-def _result_class() -> type:
-    from .. import SimilarityResult
-
-    return SimilarityResult
-
-
-class SimilarityExplorer(StaticPicture, W.VBox):
+class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
     """Minibatch CKA between every pair of layers of two models, live.
 
     Changing a control recomputes by itself (debounced; the run in flight is cancelled)
@@ -90,7 +78,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         label_b = self.models.add(model_b) if model_b is not None else label_a
         self._custom_images: dict[str, Any] = {}
         img_choice = images
-        if isinstance(images, _UnknownImages):
+        if isinstance(images, UnknownImages):
             img_choice = images.label
             self._custom_images[img_choice] = images
         elif not (isinstance(images, str) and images in IMAGE_SOURCES):
@@ -99,9 +87,8 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         self.device = device
         self.batch_size = batch_size
         self.cache = LRUCache(32)
-        self._runs = BackgroundRuns("vitlens-cka")
+        self._init_run_controls("vitlens-cka", primary=True)
         self.result: SimilarityResult | None = None
-        self.status_text = ""
         self._shown: tuple | None = None  # the settings key of the matrix on screen
         self._owner: threading.Event | None = None  # the run that owns Run/Cancel and status
 
@@ -112,8 +99,8 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         self.model_b = W.Combobox(value=label_b, options=opts, description="Model B", **combo)
         self.images = W.Dropdown(options=list(IMAGE_SOURCES) + list(self._custom_images),
                                  value=img_choice, description="Images", style=style)
-        most = max(_source_size(images), 4) if self._custom_images and not isinstance(
-            images, _UnknownImages) else max(512, int(n_images))
+        most = max(source_size(images), 4) if self._custom_images and not isinstance(
+            images, UnknownImages) else max(512, int(n_images))
         self.n_images = W.IntSlider(value=min(n_images, most), min=min(8, most), max=most, step=8,
                                     description="# images", style=style, continuous_update=False)
         self.n_images.add_class("vitlens-n-images")
@@ -129,11 +116,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
                                tooltip="recompute when a control changes",
                                layout=W.Layout(width="70px"))
         self.auto.add_class("vitlens-auto")
-        self.run_button = W.Button(description="Run", button_style="primary", icon="play")
-        self.cancel_button = W.Button(description="Cancel", icon="stop", disabled=True)
         self.progress = W.IntProgress(value=0, min=0, max=1, description="Batches", style=style)
-        self.status = W.HTML("")
-        self.status.add_class("vitlens-status")
         self.message = MessageArea()
         self.heatmap = HeatmapView(title="CKA", value_label="CKA", vmin=0.0, vmax=1.0,
                                    origin="lower", size=380)
@@ -180,6 +163,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
 
     @property
     def running(self) -> bool:
+        """A run is in flight (a debounced one still waiting to start does not count)."""
         return self._runs.running
 
     def _stale(self) -> bool:
@@ -199,7 +183,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
             elif self.auto.value:
                 self._runs.supersede()  # the run in flight is for old settings: stop it now
                 self._owner = None  # ... and reports nothing: Cancel now stops the pending run
-                self.run_button.disabled, self.cancel_button.disabled = False, False
+                self.run_button.disabled = self.cancel_button.disabled = False  # either may come
                 self._set_status("changed: recomputing…")
                 self._mark_stale()
                 self._runs.later(self.run)
@@ -227,12 +211,12 @@ class SimilarityExplorer(StaticPicture, W.VBox):
                 self._owner = None
                 self.show_result(self.cache.get(key, lambda: None))
                 self._set_status("from cache")
-                self.run_button.disabled, self.cancel_button.disabled = False, True
+                self._buttons(running=False)
             return
         with self._runs.lock:
             self.message.clear()
             self.heatmap.message = RECOMPUTING if self._stale() else ""
-            self.run_button.disabled, self.cancel_button.disabled = True, False
+            self._buttons(running=True)
             self.progress.value = 0
             self._set_status("loading models…")
             self._owner = self._runs.start(self._work, s, key)
@@ -247,15 +231,11 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         with self._runs.lock:
             stopped = self._runs.cancel()
             if self._owner is None and stopped:  # a debounced run that never started
-                self._cancelled("cancelled")
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the background computation ends; True if it did within ``timeout``."""
-        return self._runs.wait(timeout)
+                self._report_cancel("cancelled")
 
     def show_result(self, result: SimilarityResult) -> None:
         """Display a (precomputed) result at once."""
-        if not isinstance(result, _result_class()):
+        if not isinstance(result, result_class()):
             msg = f"expected a SimilarityResult, got {type(result).__name__}"
             raise TypeError(msg)
         self.result = result
@@ -288,7 +268,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
     # ----- background work -----
     def _images_for(self, s: dict[str, Any]) -> Any:
         chosen = self._custom_images.get(s["images"])
-        if isinstance(chosen, _UnknownImages):
+        if isinstance(chosen, UnknownImages):
             raise ValueError(chosen.message)
         return image_source(s["images"], s["n_images"], self._custom_images)
 
@@ -302,7 +282,7 @@ class SimilarityExplorer(StaticPicture, W.VBox):
             same = s["model_b"] == s["model_a"]
             mb = ma if same else self.models.load(s["model_b"])
             imgs = self._images_for(s)
-            la, lb = _layers(s["layers_a"]), _layers(s["layers_b"])
+            la, lb = split_layers(s["layers_a"]), split_layers(s["layers_b"])
             rows, cols = layer_catalog(ma).select(la), layer_catalog(mb).select(lb)
             label_b = s["model_a"] if same else s["model_b"]
 
@@ -347,12 +327,12 @@ class SimilarityExplorer(StaticPicture, W.VBox):
                 if self._owner is cancel:
                     self._owner = None
                     if cancel.is_set():
-                        self._cancelled(f"cancelled after {done}/{nb or '?'} batches")
-                    self.run_button.disabled, self.cancel_button.disabled = False, True
+                        self._report_cancel(f"cancelled after {done}/{nb or '?'} batches")
+                    self._buttons(running=False)
 
-    def _cancelled(self, text: str) -> None:
+    def _report_cancel(self, text: str) -> None:
         """After a Cancel: Run again, and an empty view if the matrix was of earlier settings."""
-        self.run_button.disabled, self.cancel_button.disabled = False, True
+        self._buttons(running=False)
         if self._stale():
             self._empty(NOT_COMPUTED)
             text += ": these settings are not computed, press Run"
@@ -374,10 +354,6 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         self.progress.value = 0
         self._show_details()
 
-    def _set_status(self, text: str) -> None:
-        self.status_text = text
-        self.status.value = f"<span style='font-size:12px;color:#555'>{html.escape(text)}</span>"
-
     # ----- details of the selected pair -----
     def _show_details(self) -> None:
         """The selected pair, read from the matrix on screen (a placeholder if none)."""
@@ -385,20 +361,8 @@ class SimilarityExplorer(StaticPicture, W.VBox):
         if sel is None or self.heatmap.shape == (0, 0):
             self.details.value = PLACEHOLDER
             return
-        m = self.heatmap.matrix.astype(np.float64)
-        i, j = sel
-        la, lb = self.heatmap.row_labels, self.heatmap.col_labels
-        row, col = m[i], m[:, j]
-        best_b = lb[int(np.nanargmax(row))] if np.isfinite(row).any() else "n/a"
-        best_a = la[int(np.nanargmax(col))] if np.isfinite(col).any() else "n/a"
-        v = m[i, j]
-        val = "pending" if np.isnan(v) else f"{v:.4f}"
-        self.details.value = (
-            "<div style='font-family:sans-serif;font-size:13px;line-height:1.5;padding-left:8px'>"
-            f"<b>{html.escape(la[i])}</b> × <b>{html.escape(lb[j])}</b><br>"
-            f"CKA = <b class='vitlens-selected-value'>{val}</b><br>"
-            f"closest to {html.escape(la[i])} in B: {html.escape(best_b)}<br>"
-            f"closest to {html.escape(lb[j])} in A: {html.escape(best_a)}</div>")
+        self.details.value = pair_details(self.heatmap.matrix, self.heatmap.row_labels,
+                                          self.heatmap.col_labels, *sel)
 
     def _static_views(self) -> list[Any]:
         return [self.heatmap]
@@ -427,64 +391,5 @@ class SimilarityExplorer(StaticPicture, W.VBox):
                 the result (``"synthetic"`` and ``"samples"`` are recognised); other sources
                 show by name and must be passed here to recompute.
         """
-        meta = result.meta
-        a = model_a if model_a is not None else meta.get("model_a", "vitlens/vit-cls")
-        b = model_b if model_b is not None else meta.get("model_b")
-        kwargs.setdefault("token_mode", meta.get("token_mode", "flatten"))
-        kwargs.setdefault("n_images", int(meta.get("n_images", 64)))
-        if meta.get("batch_size"):
-            kwargs.setdefault("batch_size", int(meta["batch_size"]))
-        kwargs["images"] = images if images is not None else _result_images(meta)
-        kwargs.setdefault("layers", _layer_spec(a, list(result.layers_a)))
-        kwargs.setdefault("layers_b", _layer_spec(b if b is not None else a,
-                                                  list(result.layers_b)))
+        a, b, kwargs = result_settings(result, model_a, model_b, images, kwargs)
         return cls(a, b, result=result, **kwargs)
-
-
-class _UnknownImages:
-    """The images of a loaded result, known only by name (recomputing needs them passed)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.label = f"result's: {name}"
-        self.message = (f"the images of this result ({name!r}) are not available here: pass "
-                        "them as SimilarityExplorer.from_result(result, images=...), or choose "
-                        "'samples' or 'synthetic'")
-
-
-def _result_images(meta: dict[str, Any]) -> Any:
-    name = str(meta.get("images", ""))
-    if name == "SyntheticDataset" or name.startswith("synthetic"):
-        return "synthetic"
-    if name.startswith("samples("):
-        return "samples"
-    return _UnknownImages(name or "unknown")
-
-
-def _layer_spec(model: str | nn.Module, names: list[str]) -> str:
-    """The selector that gives exactly ``names`` (on a model object or a zoo model), else the
-    names themselves, separated by commas."""
-    if isinstance(model, nn.Module) or model.startswith("vitlens/"):
-        try:
-            from ..models.layers import layer_catalog
-            from ..models.loading import load_model
-
-            cat = layer_catalog(model if isinstance(model, nn.Module) else load_model(model))
-            for spec in LAYER_CHOICES:
-                try:
-                    if cat.select(spec) == names:
-                        return spec
-                except (KeyError, ValueError):
-                    continue
-        except Exception:  # noqa: BLE001 - the explicit names below always work
-            pass
-    return ", ".join(names)
-
-
-def _layers(text: str) -> str | list[str]:
-    """A typed selector: one kind or name, or several separated by commas."""
-    if not text.strip():
-        msg = "no layers chosen: type 'blocks', 'all', a kind or layer names separated by commas"
-        raise ValueError(msg)
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    return parts[0] if len(parts) == 1 else parts
