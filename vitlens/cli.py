@@ -8,9 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import VitlensError
-from .outputs import CKA_OUTPUTS
-from .outputs import check_out as _check_out
-from .outputs import mark_out as _mark_out
+from .outputs import CKA_OUTPUTS, OutputFolder
 
 
 def _layers(value: str | None) -> str | list[str] | None:
@@ -86,41 +84,15 @@ def _load(name: str, weights: str | None, random_init: bool, seed: int = 0,
         raise WeightsUnavailableError(msg) from err
 
 
-def _check_device(device: str | None) -> None:
-    """Refuse a ``--device`` this machine does not have, before any work is done."""
-    if device is None:
-        return
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as err:
-        msg = f"--device {device!r} is not a torch device ({err}); use cpu, cuda, cuda:N or mps"
-        raise ValueError(msg) from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            msg = (f"--device {device!r}: no CUDA GPU is available here "
-                   "(torch.cuda.is_available() is False); use --device cpu, or leave "
-                   "--device out to pick the best device there is")
-            raise ValueError(msg)
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            msg = (f"--device {device!r}: this machine has {count} CUDA device(s), "
-                   f"cuda:0 to cuda:{count - 1}")
-            raise ValueError(msg)
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        msg = f"--device {device!r}: Apple MPS is not available here; use --device cpu"
-        raise ValueError(msg)
-
-
 def _run_cka(args: argparse.Namespace) -> int:
     from . import distributed
     from .api import cka
     from .datasets import FolderImages, samples
-    from .figures import save_chart
+    from .similarity._run_checks import check_device
 
-    _check_out(args.out, CKA_OUTPUTS, args.overwrite)
-    _check_device(args.device)
+    folder = OutputFolder(args.out, args.overwrite)
+    folder.check(CKA_OUTPUTS)  # before any work
+    check_device(args.device, flag="--device")
     # a missing or empty folder fails here, before any model is loaded
     images = samples(args.samples) if args.images == "samples" else FolderImages(args.images)
     model_a = _load(args.model_a, args.weights_a, args.random_init, args.seed)
@@ -135,9 +107,9 @@ def _run_cka(args: argparse.Namespace) -> int:
                  cache=not args.no_cache, precision=args.precision)
     if not distributed.is_main():  # under torchrun, rank 0 writes
         return 0
-    _mark_out(args.out)
-    path = result.save(args.out / "cka.npz")
-    figs = save_chart(result.chart(), args.out / "cka")
+    # each file checked again as it is written, and recorded in the folder's manifest
+    path = folder.save_result(result, "cka.npz")
+    figs = folder.save_chart(result.chart(), "cka")
     print(f"wrote {path}, {', '.join(str(f) for f in figs)}")
     return 0
 

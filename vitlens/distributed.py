@@ -33,6 +33,7 @@ __all__ = [
     "all_reduce_state_",
     "all_reduce_sum_",
     "barrier",
+    "check_device",
     "broadcast_object",
     "destroy",
     "device_for_rank",
@@ -168,8 +169,50 @@ def device_for_rank(device: str | torch.device | None = None) -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``device``, or CUDA when available; under ``torchrun`` CUDA means this rank's GPU."""
+    """``device``, or CUDA when available; under ``torchrun`` CUDA means this rank's GPU.
+
+    Raises:
+        ValueError: ``device`` is not a torch device or not available here
+            (:func:`check_device`).
+    """
+    check_device(device)
     return device_for_rank(device)
+
+
+def check_device(device: Any, *, flag: str | None = None) -> None:
+    """Refuse a device this machine does not have, before any model is moved there.
+
+    Args:
+        device: ``None`` (the best device there is), a string or a :class:`torch.device`.
+        flag: The command-line flag (``"--device"``) when the value came from one; the
+            message then spells the fix as a flag.
+
+    Raises:
+        ValueError: not a torch device, or one that is not available here.
+    """
+    if device is None:
+        return
+    arg = f"{flag} {str(device)!r}" if flag else f"device={str(device)!r}"
+    cpu = f"{flag} cpu" if flag else "device='cpu'"
+    best = f"leave {flag} out" if flag else "pass device=None"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as err:
+        msg = f"{arg} is not a torch device ({err}); use cpu, cuda, cuda:N or mps"
+        raise ValueError(msg) from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            msg = (f"{arg}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                   f"False); use {cpu}, or {best} to pick the best device there is")
+            raise ValueError(msg)
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            msg = (f"{arg}: this machine has {count} CUDA device(s), cuda:0 to "
+                   f"cuda:{count - 1}; pick one of them, or {best}")
+            raise ValueError(msg)
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        msg = f"{arg}: Apple MPS is not available here; use {cpu}, or {best}"
+        raise ValueError(msg)
 
 
 def shard(items: Sequence[T]) -> list[T]:

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..distributed import check_device  # noqa: F401  (re-exported: the run checks)
 from ..errors import ImageError
 
 
@@ -140,42 +141,6 @@ def check_batch_size(batch_size: Any, minimum: int = 4, what: str = "minibatch C
                f"{minimum} images{why}; pass batch_size>={minimum}")
         raise ValueError(msg)
     return int(batch_size)
-
-
-def check_device(device: Any, *, flag: str | None = None) -> None:
-    """Refuse a device this machine does not have, before any model is moved there.
-
-    Args:
-        device: ``None`` (the best device there is), a string or a :class:`torch.device`.
-        flag: The command-line flag (``"--device"``) when the value came from one; the
-            message then spells the fix as a flag.
-
-    Raises:
-        ValueError: not a torch device, or one that is not available here.
-    """
-    if device is None:
-        return
-    arg = f"{flag} {str(device)!r}" if flag else f"device={str(device)!r}"
-    cpu = f"{flag} cpu" if flag else "device='cpu'"
-    best = f"leave {flag} out" if flag else "pass device=None"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as err:
-        msg = f"{arg} is not a torch device ({err}); use cpu, cuda, cuda:N or mps"
-        raise ValueError(msg) from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            msg = (f"{arg}: no CUDA GPU is available here (torch.cuda.is_available() is "
-                   f"False); use {cpu}, or {best} to pick the best device there is")
-            raise ValueError(msg)
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            msg = (f"{arg}: this machine has {count} CUDA device(s), cuda:0 to "
-                   f"cuda:{count - 1}; pick one of them, or {best}")
-            raise ValueError(msg)
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        msg = f"{arg}: Apple MPS is not available here; use {cpu}, or {best}"
-        raise ValueError(msg)
 
 
 def check_run_args(*, n_images: Any = None, batch_size: Any = 64, device: Any = None,

@@ -68,6 +68,8 @@ def _warn_constant(result: SimilarityResult) -> None:
             and not (result.layers_a == result.layers_b and n in rows)]
     for side, names in (("A", rows), ("B", cols)):
         for name in names:
-            msg = (f"layer {name!r} (model {side}) was constant over every batch (its U-centred "
-                   "Gram is zero), so its CKA is NaN (cached result)")
+            msg = (f"layer {name!r} (model {side}): its unbiased HSIC with itself was 0 (to "
+                   "rounding) in every batch (the layer is constant, or varies in too few "
+                   "examples per batch), so its CKA is NaN (cached result); use more or larger "
+                   "batches, or leave the layer out")
             warnings.warn(msg, ConstantLayerWarning, stacklevel=4)

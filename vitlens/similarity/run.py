@@ -42,6 +42,7 @@ from ._run_cache import RunCache
 from ._run_checks import (
     check_data_config,
     check_models,
+    check_run_args,
     check_token_counts,
     explain_forward_error,
 )
@@ -153,6 +154,9 @@ class CKARun(RunLayout, RunCache):
                engine: Callable | None = None, shuffles: int = 0,
                generator: torch.Generator | None = None, gram_in_hooks: bool | None = None,
                desc: str = "CKA", on_batch: Callable | None = None) -> None:
+        # n_images, batch_size and device: the checks every public run shares
+        n_images, batch_size = check_run_args(n_images=n_images, batch_size=batch_size,
+                                              device=device)
         if token_mode not in TOKEN_MODES:
             msg = f"unknown token_mode {token_mode!r}; choose one of {TOKEN_MODES}"
             raise ValueError(msg)
