@@ -231,6 +231,36 @@ def test_cli_trains_a_backbone_then_its_fine_tune(tmp_path, capsys):
     assert json.loads((tmp_path / "cards" / "vit-cls.json").read_text())["init_from"] == "vit-mim"
 
 
+def test_training_never_replaces_a_users_file_in_out(tmp_path, capsys):
+    """A --out folder may be the user's: a weights file or card vitlens did not write there is
+    refused before any training (nothing written), replaced with --overwrite; re-running into
+    a folder vitlens wrote replaces its own files."""
+    from vitlens.zoo.train import main, train_model
+
+    user = tmp_path / "weights" / "resnet.safetensors"
+    user.parent.mkdir()
+    user.write_bytes(b"the user's own weights")
+    argv = ["resnet", "--steps", "1", "--n-train", "32", "--test-n", "16", "--out",
+            str(tmp_path), "--no-progress"]
+    with pytest.raises(ValueError, match="resnet.safetensors.*vitlens did not write"):
+        main(argv)
+    with pytest.raises(ValueError, match="vitlens did not write"):
+        train_model("resnet", steps=1, n_train=32, test_n=16, progress=False, out=tmp_path)
+    assert user.read_bytes() == b"the user's own weights"
+    assert not (tmp_path / "cards").exists()  # refused before training: nothing written
+    assert main([*argv, "--overwrite"]) == 0
+    assert registry.load("resnet", user) is not None
+    before = user.read_bytes()
+    assert main([*argv[:2], "2", *argv[3:]]) == 0  # vitlens's own files now: replaced
+    assert json.loads((tmp_path / "cards" / "resnet.json").read_text())["steps"] == 2
+    assert user.read_bytes() != before
+    card = tmp_path / "cards" / "resnet.json"
+    card.write_text("{}")  # edited by the user since: theirs now
+    with pytest.raises(ValueError, match="cards/resnet.json"):
+        main(argv)
+    assert card.read_text() == "{}"
+
+
 def test_vit_position_embeddings_start_large_and_without_spatial_structure():
     """The zoo ViTs draw position embeddings at std 0.2 (docs/ZOO.md, 3g), independent random
     vectors: neighbouring patches' embeddings are no more alike than distant ones'."""

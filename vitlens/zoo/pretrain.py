@@ -319,52 +319,51 @@ def pretrain_stages(vit: nn.Module, *, steps: int | None = None, progress: bool 
 
 
 def train_backbone(name: str, *, steps: int | None = None, out=None, device: str = "cpu",
-                   progress: bool = True) -> dict:
+                   progress: bool = True, overwrite: bool = False) -> dict:
     """Pretrain zoo model ``name`` (a ``"masked-patches"`` spec); save weights and card.
 
     The card records the run (settings, the loss on the held-out photo crops against the
-    zero predictor's, and the locality log every 250 steps).
+    zero predictor's, and the locality log every 250 steps). ``out`` and ``overwrite``: see
+    :class:`vitlens.zoo._out.ZooOutput` (a file in ``out`` that vitlens did not write is
+    never replaced unless ``overwrite``).
     """
-    from pathlib import Path
-
-    from safetensors.torch import save_file
-
-    from ._specs import WEIGHTS_DIR, canonical
+    from ._out import ZooOutput
+    from ._specs import canonical
     from .architectures import build
 
     if str(device) != "cpu":
         msg = "masked-patch pretraining runs on the CPU only (it is seeded for a 2-core machine)"
         raise ValueError(msg)
     short = canonical(name)
-    out_dir = Path(out) if out is not None else WEIGHTS_DIR.parent
+    folder = ZooOutput(out, overwrite)
+    folder.check([short])  # before the pretraining, not after it
     torch.manual_seed(0)
     # built as the classifier it will become (timm's init draws the head before the rest, so
     # this fixes the backbone's init); the head is not trained here and not saved
     vit = build("vit-cls")
     record = pretrain_stages(vit, steps=steps, progress=progress)
-    weights_file = out_dir / "weights" / f"{short}.safetensors"
-    weights_file.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu", torch.float16).contiguous()
              for k, v in vit.state_dict().items() if not k.startswith("head.")}
-    save_file(state, str(weights_file), metadata={"name": short, "format": "pt"})
-    return write_backbone_card(short, record, out_dir)
+    folder.write_weights(short, state)
+    return write_backbone_card(short, record, folder)
 
 
 def write_backbone_card(short: str, record: dict, out_dir) -> dict:
-    """Write the card of a pretrained backbone from :func:`pretrain`'s record."""
-    import json
+    """Write the card of a pretrained backbone from :func:`pretrain`'s record (``out_dir``: a
+    folder, ``None`` for the package's, or a :class:`~vitlens.zoo._out.ZooOutput`)."""
     import platform
-    from pathlib import Path
 
     import timm
     from safetensors.torch import load_file
 
+    from ._out import ZooOutput, model_files
     from ._specs import SPECS
     from .architectures import ARCHITECTURES
 
+    folder = out_dir if isinstance(out_dir, ZooOutput) else ZooOutput(out_dir)
     record = dict(record)
     history = record.pop("history")
-    weights_file = Path(out_dir) / "weights" / f"{short}.safetensors"
+    weights_file = folder.root / model_files(short)[0]
     spec = SPECS[short]
     card = {
         "name": short,
@@ -390,7 +389,5 @@ def write_backbone_card(short: str, record: dict, out_dir) -> dict:
         "versions": {"torch": torch.__version__, "timm": timm.__version__,
                      "python": platform.python_version()},
     }
-    card_file = Path(out_dir) / "cards" / f"{short}.json"
-    card_file.parent.mkdir(parents=True, exist_ok=True)
-    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    folder.write_card(short, card)
     return card

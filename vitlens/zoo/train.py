@@ -15,7 +15,6 @@ initialisation and data order (same images), so Fig 12 is judged over three trai
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import sys
@@ -27,13 +26,13 @@ import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from ..datasets.synthetic import synthetic
 from . import registry
-from ._specs import CARDS_DIR, SPECS, WEIGHTS_DIR, canonical
+from ._out import ZooOutput
+from ._specs import CARDS_DIR, SPECS, canonical
 from .architectures import ARCHITECTURES
 
 __all__ = ["DEFAULTS", "evaluate", "main", "train_model"]
@@ -167,6 +166,7 @@ def train_model(
     test_n: int | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train zoo model ``name``, save its fp16 weights and card, and return the card.
 
@@ -180,13 +180,16 @@ def train_model(
         test_n: Size of the held-out test split used for the card.
         batch_size: Batch size.
         progress: Show a tqdm progress bar.
+        overwrite: Replace files in ``out`` that vitlens did not write there (by default a
+            ``--out`` folder's other files are never replaced: :class:`ZooOutput`).
     """
     short = canonical(name)
     spec = SPECS[short]
     if spec.get("objective") == "masked-patches":
         from .pretrain import train_backbone
 
-        return train_backbone(short, steps=steps, out=out, device=device, progress=progress)
+        return train_backbone(short, steps=steps, out=out, device=device, progress=progress,
+                              overwrite=overwrite)
     ft = spec["init_from"] is not None
     cfg = dict(DEFAULTS)
     if spec.get("seed") is not None:  # a seed replicate: its own init and data order
@@ -198,7 +201,9 @@ def train_model(
     n_full = n_train or spec["n_train"] or cfg["n_train"] or steps * bs
     n_used = max(bs, round(spec["fraction"] * n_full)) if spec["fraction"] < 1 else n_full
     n_used = min(n_used, n_full)
-    out_dir = Path(out) if out is not None else WEIGHTS_DIR.parent
+    folder = ZooOutput(out, overwrite)
+    folder.check([short])  # before the training, not after it
+    out_dir = folder.root
     dev = torch.device(device)
 
     t0 = time.perf_counter()
@@ -238,12 +243,10 @@ def train_model(
     bar.close()
     train_time = time.perf_counter() - t0
 
-    weights_file = out_dir / "weights" / f"{short}.safetensors"
-    weights_file.parent.mkdir(parents=True, exist_ok=True)
     state = {
         k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()
     }
-    save_file(state, str(weights_file), metadata={"name": short, "format": "pt"})
+    weights_file = folder.write_weights(short, state)
     shipped = registry.load(short, weights_file).to(dev)  # measure what ships (fp16 -> fp32)
     test = {"split": "test", "n": test_n, "seed": cfg["test_seed"], "domain": spec["domain"]}
     acc = evaluate(shipped, n=test_n, seed=cfg["test_seed"], domain=spec["domain"], device=dev)
@@ -308,9 +311,7 @@ def train_model(
             )
             for d in (0, 1)
         }
-    card_file = out_dir / "cards" / f"{short}.json"
-    card_file.parent.mkdir(parents=True, exist_ok=True)
-    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    folder.write_card(short, card)
     return card
 
 
@@ -337,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="optimiser steps per model")
     parser.add_argument("--out", default=None, help=f"output folder (default {CARDS_DIR.parent})")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files in --out that vitlens did not write there")
     parser.add_argument(
         "--threads",
         type=int,
@@ -351,10 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     names = list(SPECS) if "all" in args.names else [canonical(n) for n in args.names]
+    ZooOutput(args.out, args.overwrite).check(names)  # before the first model is trained
     for name in _order(names):
         card = train_model(
             name, steps=args.steps, out=args.out, device=args.device, n_train=args.n_train,
-            test_n=args.test_n, progress=not args.no_progress,
+            test_n=args.test_n, progress=not args.no_progress, overwrite=args.overwrite,
         )  # fmt: skip
         print(f"{name}: {_summary(card)} wall_time_s={card['wall_time_s']}", flush=True)
     return 0
