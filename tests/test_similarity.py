@@ -316,6 +316,18 @@ def test_constant_representation_gives_nan_with_warning():
         assert np.isnan(rbf_cka(C, X, debiased=False))
 
 
+def test_one_outlier_input_gives_nan_with_a_true_warning():
+    """One example differing from the rest: the linear Gram is zero off the diagonal, which
+    the unbiased HSIC drops, so HSIC_1(K, K) = 0 exactly though the input is not constant."""
+    X = np.zeros((6, 1))
+    X[5] = 1.0
+    Y = np.random.default_rng(0).standard_normal((6, 3))
+    with pytest.warns(ConstantLayerWarning, match="unbiased HSIC with itself is 0") as rec:
+        assert np.isnan(linear_cka(X, Y))
+    assert "is constant" not in str(rec[0].message)
+    assert np.isfinite(linear_cka(X, Y, debiased=False))  # the biased estimator is defined
+
+
 def test_rbf_rejects_bad_bandwidth():
     X = np.random.default_rng(0).standard_normal((10, 4))
     with pytest.raises(ValueError, match="sigma_frac"):

@@ -64,6 +64,15 @@ def linear_cka(X: Any, Y: Any, *, debiased: bool = True) -> float:
         ab, aa, bb, const_x, const_y = batch_hsic([tx], [ty], gram_dtype=torch.float64)
         if _warn_constant((const_x[0], const_y[0])):
             return math.nan
+        # HSIC_1(K, K) can be 0 for a non-constant input too (one example differing from the
+        # rest): the CKA is undefined then, and the warning says what was measured
+        zero = [n for n, v in (("X", aa[0]), ("Y", bb[0])) if float(v) <= 0]
+        if zero:
+            msg = (f"{' and '.join(zero)}: the unbiased HSIC with itself is 0 (to rounding; "
+                   "the input varies in too few examples), so CKA is undefined; returning NaN. "
+                   "Use more examples, or debiased=False")
+            warnings.warn(msg, ConstantLayerWarning, stacklevel=2)
+            return math.nan
         return _ratio(ab[0, 0], aa[0], bb[0])
     if _warn_constant((_constant(tx), _constant(ty))):
         return math.nan
