@@ -4,6 +4,7 @@ call (review defects 1-6)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 
@@ -207,6 +208,23 @@ def test_an_attribute_that_cannot_be_fingerprinted_skips_the_cache():
     assert len(msgs) == 1 and "helper" in msgs[0] and "cache=False" in msgs[0], msgs
     assert vcache.info()["files"] == 0
     np.testing.assert_array_equal(result.matrix, _cka_masked(net, cache=False).matrix)
+
+
+@dataclasses.dataclass
+class Options:
+    gain: float = 1.0
+    extra: tuple = ()
+
+
+def test_config_records_are_keyed_by_their_values():
+    net = Masked().eval()
+    net.cfg = Options()
+    fp = vcache.model_fingerprint(net)
+    assert not fp.startswith(NO_CACHE)
+    net.cfg.gain = 2.0
+    assert vcache.model_fingerprint(net) != fp
+    net.cfg = Options(extra=(Opaque(),))  # an opaque value inside a record is still opaque
+    assert vcache.model_fingerprint(net).startswith(NO_CACHE)
 
 
 def test_functions_are_keyed_by_code_and_captured_values():

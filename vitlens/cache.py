@@ -2,8 +2,9 @@
 
 A result is stored under a key that hashes everything it depends on: the model's class,
 module tree (every module's class, ``extra_repr`` and attributes, tensors and dicts
-included), preprocessing and a hash of every weight's current bytes; the image set's content fingerprint; the layers, token mode,
-estimator and parameters; and the vitlens version. Repeating a call (or reopening a
+included), preprocessing and a hash of every weight's current bytes; the image set's
+content fingerprint (with shapes and dtypes); the layers, token mode, estimator and
+parameters; and the vitlens version. Repeating a call (or reopening a
 notebook) loads the stored result; changing any of these misses.
 
 Where: ``$VITLENS_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/vitlens``, else

@@ -8,6 +8,7 @@ with one :class:`~vitlens.cache_store.CacheUnavailableWarning`, rather than bein
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
@@ -54,9 +55,19 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
+def _const_text(c: Any) -> str:
+    if isinstance(c, types.CodeType):
+        return _code_text(c)
+    if isinstance(c, (tuple, frozenset)):  # a frozenset's order changes with the hash seed
+        items = [_const_text(x) for x in c]
+        if isinstance(c, frozenset):
+            items.sort()
+        return f"{type(c).__name__}({', '.join(items)})"
+    return repr(c)
+
+
 def _code_text(code: types.CodeType) -> str:
-    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c)
-              for c in code.co_consts]
+    consts = [_const_text(c) for c in code.co_consts]
     return _bytes_digest(code.co_code + repr((code.co_names, consts)).encode())
 
 
@@ -128,6 +139,12 @@ class _Context:
             return f"class {v.__module__}.{v.__qualname__}"
         if isinstance(v, (tuple, list, dict, set, frozenset)):
             return self._container(v, depth)
+        if (dataclasses.is_dataclass(v) and not isinstance(v, type)) or isinstance(
+                v, types.SimpleNamespace):  # a config record: its class and its values
+            fields = (vars(v) if isinstance(v, types.SimpleNamespace)
+                      else {f.name: getattr(v, f.name) for f in dataclasses.fields(v)})
+            cls = type(v)
+            return f"{cls.__module__}.{cls.__qualname__}{self._container(fields, depth)}"
         text = _callable_text(v, self, depth)
         if text is not None:
             return text
@@ -182,8 +199,9 @@ def structure_text(model: nn.Module) -> str:
     """The module tree of ``model``: each module's name, class (module and qualname),
     ``extra_repr`` and every instance attribute that is not a submodule, parameter or
     buffer: numbers, strings, flags, enums, plain tensors and arrays (by dtype, shape and a
-    hash of their bytes), lists, tuples, dicts and sets of these (by value), classes, and
-    functions (by name, bytecode, defaults and captured values). Replacing a parameter-free
+    hash of their bytes), lists, tuples, dicts and sets of these (by value), dataclass and
+    ``SimpleNamespace`` records (by class and values), classes, and functions (by name,
+    bytecode, defaults and captured values). Replacing a parameter-free
     module (``m.blocks[2].mlp.act = nn.ReLU()``) or changing ``attn.scale``, a mask tensor
     or an options dict changes it. timm's ``pretrained_cfg`` (where the weights came from)
     is left out. A value with no such text shows as ``<unsound>`` (see

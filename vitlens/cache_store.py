@@ -44,17 +44,15 @@ _ENTRY = re.compile(rf"^(?P<key>{KEY_RE})(?P<suffix>\.npz|\.r\d+of\d+\.ckpt\.pt)
 _TEMP = re.compile(rf"^\.(?:{KEY_RE}(?:\.npz|\.r\d+of\d+\.ckpt\.pt)|CACHEDIR\.TAG)"
                    r"\.[A-Za-z0-9_]+\.tmp$")
 TAG_NAME = "CACHEDIR.TAG"
-TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-       "# This file is a cache directory tag created by vitlens.\n"
-       "# For information about cache directory tags see https://bford.info/cachedir/\n"
-       "# vitlens created this folder; it writes and deletes only its own entries in it,\n"
-       "# and removes the folder when 'vitlens cache clear' leaves it empty.\n")
+_TAG_HEAD = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+             "# This file is a cache directory tag created by vitlens.\n"
+             "# For information about cache directory tags see https://bford.info/cachedir/\n")
+TAG = _TAG_HEAD + ("# vitlens created this folder; it writes and deletes only its own entries "
+                   "in it,\n# and removes the folder when 'vitlens cache clear' leaves it "
+                   "empty.\n")
 # The tag of vitlens versions that also tagged existing empty folders: entries in such a
 # folder are vitlens's, but the folder itself may be the user's, so it is never removed.
-LEGACY_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
-              "# This file is a cache directory tag created by vitlens.\n"
-              "# For information about cache directory tags see https://bford.info/cachedir/\n"
-              "# vitlens writes and deletes only its own entries in this folder.\n")
+LEGACY_TAG = _TAG_HEAD + "# vitlens writes and deletes only its own entries in this folder.\n"
 RESULT_FORMAT = "vitlens-cache-result/1"
 CKPT_MAGIC = b"VITLENS-CKPT/1\n"
 MAX_ENTRY_BYTES = 2**31  # a cache entry that expands past 2 GiB is not one vitlens wrote
