@@ -285,7 +285,10 @@ def test_6_only_the_models_choices_and_the_same_query_patch(s):
     assert k.eval("att.attention._query_position()") == ["patch", [2, 5]]
     shot(s, view, "6_query_vit_cls")
     type_into(page, ".t-att", "Model", "vitlens/vit-gap")
-    wait_kernel(k, "att.attention.num_prefix_tokens == 0", 60)
+    # The views are empty (no prefix tokens either) while the new maps are computed in the
+    # background: wait until vit-gap's maps are drawn and the run has ended.
+    wait_kernel(k, "att.data is not None and att.data['num_prefix_tokens'] == 0 and "
+                   "att.attention.num_prefix_tokens == 0 and not att.running", 60)
     assert k.eval("att.attention._query_position()") == ["patch", [2, 5]]
     gw = k.eval("att.attention.grid[1]")
     assert k.eval("att.attention.query") == 2 * gw + 5

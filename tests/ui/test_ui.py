@@ -2,7 +2,8 @@
 
 Checks that every canvas drew (non-blank pixels in screenshots), that moving a slider
 changes the view (and how long that takes, slider input to canvas redraw), that clicking a
-heatmap cell updates the kernel-side selection, and that the page never reached beyond
+heatmap cell updates the kernel-side selection, that a tooltip under a still pointer follows
+a matrix pushed from the kernel, and that the page never reached beyond
 127.0.0.1. Screenshots and timings are saved under ``tests/ui/_artifacts/``.
 """
 
@@ -16,6 +17,8 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
+
+from .conftest import Kernel
 
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(420)]
 
@@ -60,6 +63,28 @@ def run_all_cells(page) -> None:
             return
         except Exception:  # noqa: BLE001 - retried once, then the waits below fail loudly
             time.sleep(2)
+
+
+def _tooltip_follows_new_data(lab, page, heatmap) -> None:
+    """With the pointer held still over a cell, a matrix pushed from the kernel (new values
+    and new labels) changes the tooltip: it never keeps the previous matrix's text."""
+    tip = heatmap.locator(".vl-tooltip")
+    tip.wait_for(state="visible", timeout=5_000)
+    row, col, shown = tip.text_content().split("\n")
+    k = Kernel(lab, "explorers.ipynb")
+    try:
+        i, j = k.eval(f"[big.row_labels.index({row!r}), big.col_labels.index({col!r})]")
+        assert shown == f"{k.eval(f'float(big.matrix[{i}, {j}])'):.4f}"  # the old matrix's
+        k.run("big.set_matrix(2.0 + big.matrix, [f'row {i}' for i in range(400)], "
+              "[f'col {j}' for j in range(400)])")
+        new = k.eval(f"float(big.matrix[{i}, {j}])")
+        want = f"row {i}\ncol {j}\n{new:.4f}"
+        assert new >= 2.0 and want != f"{row}\n{col}\n{shown}"
+        page.wait_for_function("([el, want]) => el.textContent === want",
+                               arg=[tip.element_handle(), want], timeout=10_000)
+        assert tip.is_visible()
+    finally:
+        k.close()
 
 
 def test_explorers_in_jupyterlab(lab, browser_page, artifacts):
@@ -148,6 +173,7 @@ def _drive(lab, browser_page, artifacts):
     left, top, size = (float(v) for v in big.get_attribute("data-plot").split(","))
     big.locator("canvas.vl-overlay").hover(position={"x": left + size * 0.25, "y": top + size * 0.75})
     big.locator(".vl-readout").get_by_text("value =").wait_for(timeout=5_000)
+    _tooltip_follows_new_data(lab, page, big)
     (artifacts / "ui_timings.json").write_text(json.dumps(timing, indent=1))
     print(f"400x400 heatmap, first draw: {timing['heatmap_400_first_draw_ms']:.1f} ms")
     assert timing["heatmap_400_first_draw_ms"] < 1000  # redraws: benchmarks/widgets.py
