@@ -357,8 +357,8 @@ def make_key(kind: str, parts: dict[str, Any]) -> str:
         _NO_CACHE_KEYS.add(key)
         listed = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more"
                                             if len(reasons) > 3 else "")
-        msg = (f"vitlens does not use its cache for this {kind} call: {listed}. Their effect "
-               "on the result cannot be fingerprinted, so a stored result could belong to "
+        msg = (f"vitlens does not use its cache for this {kind} call: {listed}. What such a "
+               "hook or value does to the result cannot be fingerprinted, so a stored result could belong to "
                "other behaviour; the result is computed afresh and not stored. Remove the "
                "hook (or attribute) to use the cache, or pass cache=False (--no-cache) to "
                "silence this.")
