@@ -16,6 +16,9 @@ import numpy as np
 import torch
 
 torch.set_num_threads(1)
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import ForwardCounter  # noqa: E402
 
 import vitlens  # noqa: E402
 from vitlens import distributed as vd  # noqa: E402
@@ -40,24 +43,23 @@ def main(out: Path) -> None:
     assert vd.init_from_env(), "expected torchrun's environment"
     r, w = vd.rank(), vd.world()
     vit, cnn = zoo_pair()
-    calls = []
-    handle = vit.register_forward_hook(lambda *a: calls.append(1))
+    calls = ForwardCounter(vit)  # not a hook: a user's hook turns the cache off
     res = vitlens.cka(vit, images(), cnn, layers_a="all", batch_size=BATCH, progress=False,
                       cache=False)
-    forwards = len(calls)
+    forwards = calls.n
     cached = vitlens.cka(vit, images(), cnn, layers_a="all", batch_size=BATCH,
                          progress=False, cache=True)
     again = vitlens.cka(vit, images(), cnn, layers_a="all", batch_size=BATCH,
                         progress=False, cache=True)
     solo_forwards = None
     if r == 0:  # one rank alone, inside the distributed job: no collective, all batches
-        before = len(calls)
+        before = calls.n
         solo = vitlens.cka(vit, images(), cnn, layers_a="all", batch_size=BATCH,
                            progress=False, cache=False, distributed=False)
-        solo_forwards = len(calls) - before
+        solo_forwards = calls.n - before
         np.save(out / "matrix_solo.npy", solo.matrix)
     vd.barrier()
-    handle.remove()
+    calls.close()
     # the generic helpers, with rank-dependent values
     state = {"sum": torch.full((2, 3), float(r + 1), dtype=torch.float64),
              "count": r + 10, "mean": 0.5 * r, "nested": {"t": torch.tensor([r, 2 * r])},
@@ -67,7 +69,7 @@ def main(out: Path) -> None:
     vd.all_reduce_sum_(t)
     record = {
         "pid": os.getpid(), "rank": r, "world": w, "forwards": forwards,
-        "forwards_cached": len(calls) - forwards - (solo_forwards or 0),
+        "forwards_cached": calls.n - forwards - (solo_forwards or 0),
         "solo_forwards": solo_forwards, "is_main": vd.is_main(),
         "shard": [[b.start, b.stop] for b in vd.shard(vitlens.datasets.balanced_batches(
             N_IMAGES, BATCH))],

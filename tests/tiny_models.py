@@ -6,7 +6,10 @@ A module of its own (not conftest.py): `notebooks/conftest.py` shares the module
 
 from __future__ import annotations
 
+import functools
 import importlib
+import weakref
+from collections.abc import Callable
 
 import numpy as np
 import timm
@@ -46,3 +49,49 @@ def make_tiny(family: str, seed: int = 0) -> torch.nn.Module:
 def random_images(n: int, size: int = 32, seed: int = 0) -> list[np.ndarray]:
     r = np.random.default_rng(seed)
     return [r.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+_COUNTERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _count_forward_of(cls: type) -> None:
+    """Wrap ``cls.forward`` once so that :class:`ForwardCounter` sees its calls."""
+    if cls.__dict__.get("_counted_by_tests"):
+        return
+    inner = cls.forward
+
+    @functools.wraps(inner)
+    def forward(self, *args, **kwargs):
+        for counter in list(_COUNTERS.get(self, ())):
+            counter.n += 1
+            if counter.on_call is not None:
+                counter.on_call(counter.n)
+        return inner(self, *args, **kwargs)
+
+    cls.forward = forward
+    cls._counted_by_tests = True
+
+
+class ForwardCounter:
+    """Counts forward passes of some models, without a hook: a user's forward hook turns
+    vitlens's cache off (what it does to the output cannot be fingerprinted), so cache
+    tests count through a wrapper on each model class's ``forward`` (installed once, it
+    passes every call through and counts only the models given here)."""
+
+    def __init__(self, *models: torch.nn.Module,
+                 on_call: Callable[[int], None] | None = None) -> None:
+        self.n = 0
+        self.on_call = on_call
+        self.models = list(models)
+        for m in models:
+            _count_forward_of(type(m))
+            _COUNTERS.setdefault(m, []).append(self)
+
+    def take(self) -> int:
+        n, self.n = self.n, 0
+        return n
+
+    def close(self) -> None:
+        for m in self.models:
+            if self in _COUNTERS.get(m, []):
+                _COUNTERS[m].remove(self)

@@ -19,7 +19,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..errors import ImageError
 from .pixels import array_to_rgb, pil_to_rgb
-from .source import ImageSource
+from .source import ImageSource, tensor_item_bytes
 
 _FIRST = 3  # how many names a skipped-files warning lists per reason
 
@@ -250,15 +250,6 @@ class TensorImages(ImageSource):
 
     def _item_bytes(self, i: int) -> bytes:
         return tensor_item_bytes(self.tensor[i], self.preprocessed)
-
-
-def tensor_item_bytes(t: torch.Tensor, preprocessed: bool) -> bytes:
-    """What the cache key hashes of one image held as a tensor: its shape, dtype, whether
-    models see it as is (``preprocessed``) or preprocess it, and its raw bytes. The same
-    bytes reshaped, or read as another dtype, are other images."""
-    flat = t.detach().cpu().contiguous().reshape(-1)
-    head = f"{tuple(t.shape)}|{t.dtype}|preprocessed={bool(preprocessed)}|".encode()
-    return head + (flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
 
 
 def as_images(images: Any) -> ImageSource:

@@ -15,8 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import ImageError
-from .images import tensor_item_bytes
-from .source import ImageSource
+from .source import ImageSource, tensor_item_bytes
 
 __all__ = ["LoaderImages"]
 

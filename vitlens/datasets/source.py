@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ImageSource"]
 
@@ -32,3 +36,14 @@ class ImageSource(Sequence):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, n={len(self)})"
+
+
+def tensor_item_bytes(t: torch.Tensor, preprocessed: bool) -> bytes:
+    """What the cache key hashes of one image held as a tensor: its shape, dtype, whether
+    models see it as is (``preprocessed``) or preprocess it, and its raw bytes. The same
+    bytes reshaped, or read as another dtype, are other images."""
+    import torch
+
+    flat = t.detach().cpu().contiguous().reshape(-1)
+    head = f"{tuple(t.shape)}|{t.dtype}|preprocessed={bool(preprocessed)}|".encode()
+    return head + (flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
