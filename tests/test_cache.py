@@ -66,7 +66,7 @@ def test_hit_returns_same_result_without_running_the_models(tmp_path):
 
 def _perturb_weights(vit, cnn):
     with torch.no_grad():
-        vit.blocks[1].mlp.fc2.bias[0] += 1e-3  # in place: the memoised hash must notice
+        vit.blocks[1].mlp.fc2.bias[0] += 1e-3  # in place: the weight hash (recomputed every call) must notice
 
 
 def _swap_storage(vit, cnn):
