@@ -197,6 +197,7 @@ def _why_no_order(head_subsets, subset_distance, locality) -> str:
         return (f"{span}, and no lower-half block holds both local and global heads ({counts}): "
                 "the paper orders the local and global heads of one block, and ours has no such "
                 "block to order (for the zoo, docs/ZOO.md 3m measures the order where a low "
-                "block has both)")
+                "block has both, and finds block 0's input barely more ResNet-like than a "
+                "random-init ViT's)")
     return (f"the more global heads of block {block} are not less similar to the ResNet "
             f"(lower-half head kinds: {counts})")
