@@ -134,6 +134,18 @@ def test_decompression_bomb_names_the_file_and_the_fix(tmp_path, monkeypatch):
         FolderImages(tmp_path)[0]
 
 
+def test_image_above_the_bomb_limit_is_read_with_a_warning_naming_it(tmp_path, monkeypatch):
+    """Between Pillow's limit and twice it, Pillow decodes with an anonymous warning: vitlens
+    reads the image too, and its warning names the file."""
+    Image.new("L", (40, 40), 7).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,600 px: above it, below twice it
+    with pytest.warns(Image.DecompressionBombWarning, match=r"big\.png.*was read") as rec:
+        img = FolderImages(tmp_path)[0]
+    assert img.size == (40, 40) and img.getpixel((3, 3)) == (7, 7, 7)
+    assert all("big.png" in str(w.message) for w in rec
+               if issubclass(w.category, Image.DecompressionBombWarning))
+
+
 def test_truncated_file_is_named(tmp_path):
     Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "cut.png")
     data = (tmp_path / "cut.png").read_bytes()

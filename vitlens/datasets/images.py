@@ -93,9 +93,13 @@ def read_image_file(path: str | os.PathLike) -> Image.Image:
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
-            img.load()
-            return pil_to_rgb(img, where=f"image file {str(path)!r}")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                rgb = pil_to_rgb(img, where=f"image file {str(path)!r}")
+        _rewarn(caught, path)
+        return rgb
     except Image.DecompressionBombError as err:
         msg = (f"image file {str(path)!r} is larger than Pillow's decompression-bomb limit "
                f"({err}). If you trust the file, raise the limit before reading it: "
@@ -108,6 +112,18 @@ def read_image_file(path: str | os.PathLike) -> Image.Image:
         msg = (f"could not read image file {str(path)!r} ({type(err).__name__}: {err}); "
                "it is corrupt or not an image: remove or replace it")
         raise ImageError(msg) from err
+
+
+def _rewarn(caught: list[warnings.WarningMessage], path: Path) -> None:
+    """Pass on the warnings of reading ``path``; Pillow's decompression-bomb warning (a file
+    above its pixel limit but below twice it, which it decodes) now names the file."""
+    for w in caught:
+        if issubclass(w.category, Image.DecompressionBombWarning):
+            msg = (f"image file {str(path)!r} is above Pillow's decompression-bomb limit "
+                   f"({w.message}); it was read. If you do not trust it, remove it")
+            warnings.warn(msg, Image.DecompressionBombWarning, stacklevel=4)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _list_folder(root: Path, recursive: bool) -> tuple[list[Path], dict[str, list[str]]]:
@@ -180,7 +196,8 @@ class FolderImages(ImageSource):
             n = sum(len(v) for v in self.skipped.values())
             msg = (f"{n} entr{'y' if n == 1 else 'ies'} in image folder {str(root)!r} "
                    f"{'is' if n == 1 else 'are'} not used: {_skipped_text(self.skipped)}; "
-                   f"its {len(self.paths)} image files are.")
+                   f"the {len(self.paths)} image file{'' if len(self.paths) == 1 else 's'} "
+                   f"in it {'is' if len(self.paths) == 1 else 'are'} used")
             warnings.warn(msg, SkippedFilesWarning, stacklevel=2)
         self.name = str(root)
 
