@@ -357,3 +357,85 @@ def test_a_damaged_entry_is_named_and_recomputed(zoo_vit):
     assert len(msgs) == 1 and str(path) in msgs[0] and "recomputed" in msgs[0], msgs
     np.testing.assert_array_equal(again.matrix, first.matrix)
     assert vcache.load_result("cka", first.meta["cache_key"]) is not None  # stored anew
+
+
+# --------------------------------------------------------------------------- class code
+
+_NET = '''
+import torch
+from torch import nn
+
+
+def act(h):
+    return torch.relu(h)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.b(act(self.a(x)))
+'''
+
+
+def _import_net(path, monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.syspath_prepend(str(path.parent))
+    sys.modules.pop(path.stem, None)
+    importlib.invalidate_caches()
+    mod = importlib.import_module(path.stem)
+    torch.manual_seed(0)
+    return mod.Net()
+
+
+def test_editing_a_model_class_or_a_helper_in_its_file_changes_the_key(tmp_path, monkeypatch):
+    """Same class name, same seeded weights, other code: another model (review: a user
+    iterating on their own architecture was served the previous version's result)."""
+    from vitlens.cache_keys import model_fingerprint
+
+    path = tmp_path / "user_net_mod.py"
+    path.write_text(_NET)
+    base = model_fingerprint(_import_net(path, monkeypatch))
+    assert model_fingerprint(_import_net(path, monkeypatch)) == base  # unchanged: a hit
+    path.write_text(_NET.replace("self.b(act(self.a(x)))", "self.b(act(self.a(x)) ** 3)"))
+    assert model_fingerprint(_import_net(path, monkeypatch)) != base  # forward edited
+    path.write_text(_NET.replace("return torch.relu(h)", "return torch.tanh(h)"))
+    assert model_fingerprint(_import_net(path, monkeypatch)) != base  # a helper edited
+
+
+def test_two_classes_of_one_name_with_other_forwards_differ():
+    """Redefined in one process (a notebook cell run again after an edit)."""
+    from vitlens.cache_keys import model_fingerprint
+
+    def make(power):
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(4, 4)
+
+            def forward(self, x):
+                return self.a(x) ** 2 if power == 2 else self.a(x)
+
+        torch.manual_seed(0)
+        return Net()
+
+    def make_cubed():
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(4, 4)
+
+            def forward(self, x):
+                return self.a(x) ** 3
+
+        torch.manual_seed(0)
+        return Net()
+
+    assert model_fingerprint(make(2)) == model_fingerprint(make(2))
+    assert model_fingerprint(make(2)) != model_fingerprint(make(1))  # closure value differs
+    assert model_fingerprint(make(2)) != model_fingerprint(make_cubed())  # bytecode differs

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny, random_images
+from tiny_models import ForwardCounter, make_tiny, random_images
 from torch import nn
 
 import vitlens
@@ -20,24 +20,12 @@ from vitlens import cache as vcache
 from vitlens.cache_keys import NO_CACHE
 
 
-class Counter:
-    """Counts forward passes of a model. Not with a hook: a user's hook turns the cache off
-    (it could change the output), so the class's forward is wrapped for this test."""
+class Counter(ForwardCounter):
+    """Counts forward passes of a model (tiny_models.ForwardCounter: no hook, and the
+    model's code unchanged, both of which would change its cache key)."""
 
-    def __init__(self, model: nn.Module, monkeypatch) -> None:
-        self.n = 0
-        inner = type(model).forward
-
-        def forward(module, *args, **kwargs):
-            if module is model:
-                self.n += 1
-            return inner(module, *args, **kwargs)
-
-        monkeypatch.setattr(type(model), "forward", forward)
-
-    def take(self) -> int:
-        n, self.n = self.n, 0
-        return n
+    def __init__(self, model: nn.Module, monkeypatch=None) -> None:
+        super().__init__(model)
 
 
 def _cka(model, n=8, **kw):

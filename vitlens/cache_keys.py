@@ -14,6 +14,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import types
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -277,9 +278,64 @@ def _weight_digests(tensors: list[torch.Tensor]) -> list[bytes]:
     return [by_id[id(t)] for t in tensors]
 
 
+def _class_code(cls: type, files: dict[str, str], ctx: _Context, unsound: list[str]) -> str:
+    """The code of ``cls``: the bytecode (and captured values) of every function defined in
+    it or its bases up to :class:`torch.nn.Module` (``forward`` and the helpers it calls as
+    methods), and a hash of each defining source file (``files`` memoises them): editing a
+    class's code, or a helper function in its file, changes the key even with the same name
+    and weights. A captured value that cannot be fingerprinted is added to ``unsound``."""
+    parts = []
+    for klass in cls.__mro__:
+        if klass is nn.Module or klass is object:
+            break
+        for name, v in sorted(vars(klass).items()):
+            fn = v.__func__ if isinstance(v, (staticmethod, classmethod)) else (
+                v.fget if isinstance(v, property) else v)
+            if not isinstance(fn, types.FunctionType):
+                continue
+            parts.append(f"{klass.__qualname__}.{name}={_code_text(fn.__code__)}")
+            for cell in fn.__closure__ or ():  # a class defined in a function captures values
+                try:
+                    parts.append(ctx.value(cell.cell_contents))
+                except ValueError:  # an empty cell
+                    parts.append("<empty cell>")
+                except _Unsound as why:
+                    unsound.append(f"{klass.__qualname__}.{name} captures {why}")
+        module = sys.modules.get(klass.__module__)
+        path = getattr(module, "__file__", None)
+        if path and path not in files:
+            try:
+                with open(path, "rb") as f:
+                    files[path] = _bytes_digest(f.read())
+            except OSError:  # a file gone since import: the bytecode above still counts
+                files[path] = "<unreadable>"
+        if path:
+            parts.append(f"{klass.__module__} file {files[path]}")
+    return _bytes_digest("\n".join(parts).encode())
+
+
+def _code(model: nn.Module) -> tuple[str, list[str]]:
+    """The code of every class in ``model``'s module tree (see :func:`_class_code`), and
+    what in it could not be fingerprinted."""
+    files: dict[str, str] = {}
+    ctx, unsound = _Context(model), []
+    classes = sorted({type(m) for m in model.modules()},
+                     key=lambda c: (c.__module__, c.__qualname__, id(c)))
+    text = "\n".join(f"{c.__module__}.{c.__qualname__}:{_class_code(c, files, ctx, unsound)}"
+                     for c in classes)
+    return text, sorted(set(unsound))
+
+
+def code_text(model: nn.Module) -> str:
+    """The code of every class in ``model``'s module tree: each class's methods' bytecode
+    (through its bases up to ``nn.Module``) and its source file's hash."""
+    return _code(model)[0]
+
+
 def model_fingerprint(model: nn.Module) -> str:
     """A hash (SHA-256) of a model's identity: its class, its module tree with every
-    module's class, ``extra_repr`` and attributes (see :func:`structure_text`), its
+    module's class, ``extra_repr`` and attributes (see :func:`structure_text`), the code of
+    those classes (their methods' bytecode and their source files, :func:`code_text`), its
     train/eval mode, and the current bytes of every parameter and buffer.
 
     The bytes are hashed on every call, so no edit can go unseen (``p.data.zero_()``, a
@@ -293,10 +349,13 @@ def model_fingerprint(model: nn.Module) -> str:
     :func:`make_key` then gives a key that the cache never reads or writes.
     """
     structure, unsound = _structure(model)
+    code, unsound_code = _code(model)
+    unsound = unsound + unsound_code
     hooks = user_hooks(model)
     h = hashlib.sha256()
     h.update(f"{type(model).__module__}.{type(model).__qualname__}\n".encode())
     h.update(structure.encode())
+    h.update(f"\ncode:\n{code}".encode())
     h.update(f"\ntraining={model.training}\n".encode())
     named = _tensors(model)
     for (name, t), digest in zip(named, _weight_digests([t for _, t in named]), strict=True):
