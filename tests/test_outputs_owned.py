@@ -22,8 +22,9 @@ def _result() -> SimilarityResult:
     return SimilarityResult(np.eye(2), ["a", "b"], ["a", "b"], {})
 
 
-def _chart():
-    return alt.Chart(pd.DataFrame({"x": [0, 1], "y": [1, 0]})).mark_point().encode(x="x", y="y")
+def _chart(title: str = ""):
+    return alt.Chart(pd.DataFrame({"x": [0, 1], "y": [1, 0]}), title=title).mark_point().encode(
+        x="x", y="y")
 
 
 def _write_cka(out, overwrite=False):
@@ -249,3 +250,41 @@ def test_replacing_a_file_keeps_its_mode(tmp_path, umask_022):
     save_chart(_chart(), tmp_path / "cka")
     assert _mode(png) == 0o664
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cka.npz", "cka.png", "cka.svg"]
+
+
+def test_a_link_or_file_appearing_while_a_chart_renders_is_never_written_through(
+        tmp_path, monkeypatch):
+    """Checked before rendering and again before each write; files are moved into place, so
+    a symlink at the name is never followed (review: a link made during rendering had
+    vitlens overwrite a file outside the folder)."""
+    import vitlens.figures as figures
+
+    user = tmp_path / "user.txt"
+    user.write_text("the user's")
+    out = tmp_path / "out"
+    out.mkdir()
+    real = figures.render_chart
+
+    def render_then_link(*args, **kwargs):
+        data = real(*args, **kwargs)
+        (out / "cka.png").symlink_to(user)  # appears after the first check
+        return data
+
+    monkeypatch.setattr(figures, "render_chart", render_then_link)
+    with pytest.raises(ValueError, match="cka.png"):
+        OutputFolder(out).save_chart(_chart(), "cka")
+    assert user.read_text() == "the user's"
+    assert (out / "cka.png").is_symlink()  # left as it was: not vitlens's
+
+
+def test_a_hard_link_to_a_saved_figure_keeps_its_content(tmp_path):
+    """A re-run replaces its own figure by a new file: a hard link the user made to the old
+    one still holds the old picture (review: it was truncated in place)."""
+    folder = OutputFolder(tmp_path / "o")
+    (png, _svg) = folder.save_chart(_chart(), "cka")
+    kept = tmp_path / "paper_fig.png"
+    os.link(png, kept)
+    before = kept.read_bytes()
+    OutputFolder(tmp_path / "o").save_chart(_chart(title="other"), "cka")
+    assert kept.read_bytes() == before and png.read_bytes() != before
+    assert OutputFolder(tmp_path / "o").owns("cka.png")

@@ -42,6 +42,21 @@ def chart_paths(stem: str | os.PathLike, formats: tuple[str, ...] = FORMATS) -> 
     return [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]
 
 
+def render_chart(chart, formats: tuple[str, ...] = FORMATS, *, scale: float = 2.0
+                 ) -> dict[str, bytes]:
+    """The bytes of ``chart`` in each format (PNG at ``scale``), rendered by vl-convert.
+
+    Raises:
+        ValueError: an unsupported format.
+    """
+    import vl_convert as vlc
+
+    chart_paths("chart", formats)  # checks the formats
+    spec = chart.to_json(format="vega-lite")
+    return {fmt: (vlc.vegalite_to_png(spec, scale=scale) if fmt == "png"
+                  else vlc.vegalite_to_svg(spec).encode("utf-8")) for fmt in formats}
+
+
 def save_chart(chart, stem: str | os.PathLike, *, formats: tuple[str, ...] = FORMATS,
                scale: float = 2.0) -> list[Path]:
     """Save ``chart`` as ``<stem>.png`` and ``<stem>.svg``; returns the written paths.
@@ -52,20 +67,20 @@ def save_chart(chart, stem: str | os.PathLike, *, formats: tuple[str, ...] = FOR
 
     Like ``matplotlib``'s ``savefig`` and Altair's ``Chart.save``, this replaces files of
     those names: the caller chose them. Every format is rendered before any file is
-    written; a new file gets the permissions the umask gives, a replaced one keeps its own.
-    ``vitlens cka --out`` and ``vitlens reproduce`` write through
-    :class:`vitlens.outputs.OutputFolder` instead, which replaces only files vitlens wrote.
+    written, and each file is written to a temporary file of its own and moved into place
+    (a link at that name is replaced, never written through); a new file gets the
+    permissions the umask gives, a replaced one keeps its own. ``vitlens cka --out`` and
+    ``vitlens reproduce`` write through :class:`vitlens.outputs.OutputFolder` instead, which
+    replaces only files vitlens wrote.
 
     Raises:
         ValueError: an unsupported format (before anything is written).
     """
-    import vl_convert as vlc
+    from ._files import write_atomic
 
     paths = chart_paths(stem, formats)
-    spec = chart.to_json(format="vega-lite")
-    data = {fmt: (vlc.vegalite_to_png(spec, scale=scale) if fmt == "png"
-                  else vlc.vegalite_to_svg(spec).encode("utf-8")) for fmt in formats}
+    data = render_chart(chart, formats, scale=scale)
     paths[0].parent.mkdir(parents=True, exist_ok=True)
     for fmt, path in zip(formats, paths, strict=True):
-        path.write_bytes(data[fmt])  # open() applies the umask; a replaced file keeps its mode
+        write_atomic(path, lambda f, b=data[fmt]: f.write(b))
     return paths

@@ -200,7 +200,7 @@ class OutputFolder:
     def record(self, path: str | os.PathLike) -> None:
         """Add a file just written (``path``, inside the folder) to the manifest, which is
         rewritten atomically."""
-        from .results.base import write_atomic
+        from ._files import write_atomic
 
         if self._foreign_marker:
             self.check()  # raises: the manifest's name holds a file that is not vitlens's
@@ -222,7 +222,7 @@ class OutputFolder:
 
     def write_text(self, rel: str | os.PathLike, text: str) -> Path:
         """Write a UTF-8 text file (atomically) and record it."""
-        from .results.base import write_atomic
+        from ._files import write_atomic
 
         data = text.encode("utf-8")
         return self.write(rel, lambda p: write_atomic(p, lambda f: f.write(data)))
@@ -236,17 +236,18 @@ class OutputFolder:
 
     def save_chart(self, chart: Any, stem: str | os.PathLike,
                    formats: tuple[str, ...] = ("png", "svg"), **kwargs: Any) -> list[Path]:
-        """:func:`vitlens.figures.save_chart` at ``stem`` (e.g. ``"figures/cka"``), every
-        file checked before any is written, and each recorded."""
-        from .figures import chart_paths, save_chart
+        """:func:`vitlens.figures.save_chart` at ``stem`` (e.g. ``"figures/cka"``): every
+        file checked before rendering, rendered, then each checked again and written
+        atomically (a file that appeared meanwhile is not replaced) and recorded."""
+        from ._files import write_atomic
+        from .figures import chart_paths, render_chart
 
-        for rel in chart_paths(self._key(stem), formats):
+        rels = chart_paths(self._key(stem), formats)
+        for rel in rels:
             self.claim(rel)
-        written = save_chart(chart, self.root / self._key(stem), formats=formats, **kwargs)
-        for p in written:
-            self.record(p)
-        return written
-
+        data = render_chart(chart, formats, **kwargs)
+        return [self.write(rel, lambda p, b=data[fmt]: write_atomic(p, lambda f: f.write(b)))
+                for fmt, rel in zip(formats, rels, strict=True)]
 
 def check_out(out: str | os.PathLike, produces: tuple[str, ...] = (),
               overwrite: bool = False) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .._files import write_atomic
 from ..outputs import OutputFolder
 from ._specs import ZOO_DIR
 
@@ -50,13 +51,13 @@ class ZooOutput:
         return path
 
     def write_weights(self, short: str, state: dict) -> Path:
-        """Save ``state`` (fp16 tensors) as the model's safetensors file."""
-        from safetensors.torch import save_file
+        """Save ``state`` (fp16 tensors) as the model's safetensors file (atomically)."""
+        from safetensors.torch import save
 
-        meta = {"name": short, "format": "pt"}
-        return self.write(model_files(short)[0], lambda p: save_file(state, str(p), metadata=meta))
+        data = save(state, metadata={"name": short, "format": "pt"})
+        return self.write(model_files(short)[0], lambda p: write_atomic(p, lambda f: f.write(data)))
 
     def write_card(self, short: str, card: dict) -> Path:
-        """Save the model's card (JSON)."""
-        text = json.dumps(card, indent=2) + "\n"
-        return self.write(model_files(short)[1], lambda p: p.write_text(text))
+        """Save the model's card (JSON, atomically)."""
+        data = (json.dumps(card, indent=2) + "\n").encode("utf-8")
+        return self.write(model_files(short)[1], lambda p: write_atomic(p, lambda f: f.write(data)))
