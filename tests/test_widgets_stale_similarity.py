@@ -211,3 +211,30 @@ def test_residual_branch_filter_keeps_the_clicked_pair_or_none():
     assert ex.wait(60)
     assert ex.heatmap.selected_labels == ("CLS", "blocks.1.mlp")
     assert ex.heatmap.selected_value == pytest.approx(value)
+
+
+def test_run_cancelled_while_it_waits_for_the_old_one_hands_the_buttons_back():
+    """Run A in flight -> a control change (auto on) -> Run -> Cancel before the new run's
+    thread got past A's last batch: the new run never starts, and the buttons and status
+    must not stay with it (review: Run stayed disabled and Cancel did nothing for good)."""
+    data = GatedSynthetic()
+    ex = SimilarityExplorer(A, B, images=data, n_images=16, batch_size=8)
+    ex._runs.debounce = 30.0  # the control change's own run never fires in this test
+    try:
+        assert _until(lambda: ex.progress.value == 1)  # run A held inside its second batch
+        ex.model_b.value = B2
+        ex.run_button.click()  # run B: its thread waits for A to end
+        assert ex.run_button.disabled and not ex.cancel_button.disabled
+        ex.cancel_button.click()  # B is cancelled before its work begins
+        data.gate.set()
+        assert ex.wait(60)
+        assert _until(lambda: not ex.run_button.disabled)
+        _assert_empty_and_idle(ex)
+        assert ex.status_text.startswith("cancelled before it started")
+        assert "press Run" in ex.status_text
+        ex.run_button.click()  # and Run works again
+        assert ex.wait(120) and ex.result is not None
+        assert ex.result.meta["model_b"] == B2 and ex.status_text == "done: 16 images"
+    finally:
+        data.gate.set()
+        ex._runs.shutdown(timeout=60)

@@ -45,8 +45,14 @@ class BackgroundRuns:
         _LIVE.add(self)
 
     # ----- starting and stopping -----
-    def start(self, target: Callable[..., Any], *args: Any) -> threading.Event:
-        """Stop the run in flight and start ``target(cancel, *args)`` once it has ended."""
+    def start(self, target: Callable[..., Any], *args: Any,
+              on_skip: Callable[[threading.Event], Any] | None = None) -> threading.Event:
+        """Stop the run in flight and start ``target(cancel, *args)`` once it has ended.
+
+        If this run is cancelled while it waits for the previous one to end, ``target`` is
+        not called; ``on_skip(cancel)`` is, so that whoever handed the run its controls can
+        take them back.
+        """
         with self.lock:
             self._stop_timer()
             self._count_superseded()
@@ -59,6 +65,8 @@ class BackgroundRuns:
                     prev.join()
                 if not cancel.is_set():
                     target(cancel, *args)
+                elif on_skip is not None:
+                    on_skip(cancel)
 
             self._thread = threading.Thread(target=body, name=self.name, daemon=True)
             self._thread.start()

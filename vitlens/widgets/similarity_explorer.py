@@ -219,7 +219,7 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
             self._buttons(running=True)
             self.progress.value = 0
             self._set_status("loading models…")
-            self._owner = self._runs.start(self._work, s, key)
+            self._owner = self._runs.start(self._work, s, key, on_skip=self._release)
 
     def cancel(self) -> None:
         """Stop after the current batch; the partial matrix stays on screen.
@@ -323,17 +323,23 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
             runs.publish(cancel, lambda err=err: self._show_error(err))
         finally:
-            with runs.lock:
-                if self._owner is cancel:
-                    self._owner = None
-                    if cancel.is_set():
-                        self._report_cancel(f"cancelled after {done}/{nb or '?'} batches")
-                    self._buttons(running=False)
+            self._release(cancel, f"cancelled after {done}/{nb or '?'} batches")
+
+    def _release(self, cancel: threading.Event, text: str = "cancelled before it started"
+                 ) -> None:
+        """A run has ended (or was cancelled before it began): if it still owns Run/Cancel
+        and the status, hand them back, saying so if it was cancelled."""
+        with self._runs.lock:
+            if self._owner is cancel:
+                self._owner = None
+                if cancel.is_set():
+                    self._report_cancel(text)
+                self._buttons(running=False)
 
     def _report_cancel(self, text: str) -> None:
         """After a Cancel: Run again, and an empty view if the matrix was of earlier settings."""
         self._buttons(running=False)
-        if self._stale():
+        if self._stale() or self._shown is None:  # earlier settings' matrix, or none at all
             self._empty(NOT_COMPUTED)
             text += ": these settings are not computed, press Run"
         self._set_status(text)
