@@ -278,3 +278,25 @@ def test_each_view_gets_its_image_and_maps_in_one_message(monkeypatch):
     gap_rollout = [k for v, k in with_values if v == "rollout"][-1]
     assert {"prefix_names", "_image", "_values", "_version"} <= gap_rollout
     assert ex.rollout.prefix_names == [] and ex.rollout.title == "rollout through blocks 0–2"
+
+
+def test_cancellable_images_are_keyed_by_their_sources_bytes():
+    """The explorers' wrapper keys caches by the wrapped images' own bytes: preprocessed
+    tensors too (it used to read them as PIL images and fail), and an edit changes it."""
+    import threading
+
+    import torch
+
+    from vitlens.cache_keys import images_fingerprint
+    from vitlens.datasets import as_images
+    from vitlens.widgets._run_controls import CancellableImages
+
+    x = torch.rand(6, 3, 64, 64)
+    wrap = CancellableImages(as_images(x), threading.Event())
+    assert images_fingerprint(wrap) == images_fingerprint(
+        CancellableImages(as_images(x.clone()), threading.Event()))
+    y = x.clone()
+    y[0, 0, 0, 0] += 0.5
+    assert images_fingerprint(wrap) != images_fingerprint(
+        CancellableImages(as_images(y), threading.Event()))
+    assert wrap.fingerprint() == as_images(x).fingerprint()

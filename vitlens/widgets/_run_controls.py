@@ -45,6 +45,12 @@ class CancellableImages(ImageSource):
             raise RunCancelled("cancelled")
         return self.source[i]
 
+    def _item_bytes(self, i: int) -> bytes:  # the cache key reads the source's own bytes
+        return self.source._item_bytes(i)
+
+    def fingerprint(self) -> str:
+        return self.source.fingerprint()
+
 
 class RunControls:
     """Mixin: the Run and Cancel buttons, the status line and the background runs behind them.
