@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from tiny_models import make_tiny
+from tiny_models import make_tiny, until
 
 import vitlens
 from vitlens.widgets import SimilarityExplorer
@@ -25,14 +25,6 @@ def models():
 def images():
     return torch.randn(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
-
-def _until(cond, timeout: float = 60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def test_details_follow_a_new_run_and_never_show_an_old_pair(models, images):
@@ -108,7 +100,7 @@ def test_a_control_change_recomputes_without_run(models, images):
     full = ex.heatmap.matrix.copy()
     ex.n_images.value = 16  # the slider moved; nobody presses Run
     assert ex.status_text == "changed: recomputing…"  # at once, not the old count
-    assert _until(lambda: ex.status_text == "done: 16 images", 120), ex.status_text
+    assert until(lambda: ex.status_text == "done: 16 images", 120), ex.status_text
     assert ex.result.meta["n_images"] == 16 and not np.allclose(ex.heatmap.matrix, full)
     # Back to 24: the cached matrix, synchronously, with no computation.
     ex.n_images.value = 24
@@ -145,7 +137,7 @@ def test_a_new_choice_cancels_the_run_in_flight(models):
     vit, res, _ = models
     data = SlowImages(64, 0.01)
     ex = SimilarityExplorer(vit, res, images=data, n_images=64, batch_size=8)
-    assert _until(lambda: ex.progress.value >= 1, 60)
+    assert until(lambda: ex.progress.value >= 1, 60)
     ex.token_mode.value = "mean"
     ex.n_images.value = 16  # two quick changes: one debounced run
     assert ex.wait(120)

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from tiny_models import until
 
 import vitlens
 from vitlens.widgets import ResidualExplorer, SimilarityExplorer
@@ -42,14 +43,6 @@ class GatedSynthetic(torch.utils.data.Dataset):
         return self.data[i]
 
 
-def _until(cond, timeout: float = 60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()
-
 
 def _assert_empty_and_idle(ex: SimilarityExplorer) -> None:
     """Nothing of earlier settings on screen, and the buttons ready for Run."""
@@ -68,7 +61,7 @@ def test_cancel_during_the_debounce_resets_the_buttons_and_shows_nothing_old():
     ex = SimilarityExplorer(A, B, images=data, n_images=16, batch_size=8)
     ex._runs.debounce = 30.0  # a wide window: the Cancel surely lands inside it
     try:
-        assert _until(lambda: ex.progress.value == 1)  # run A in flight, batch 1/2 shown
+        assert until(lambda: ex.progress.value == 1)  # run A in flight, batch 1/2 shown
         assert ex.running and ex.heatmap.col_title == f"{B} layers"
         ex.heatmap.set_state({"selected": [0, 0]})
 
@@ -130,7 +123,7 @@ def test_with_auto_off_an_old_run_finishing_does_not_claim_to_be_current():
     data = GatedSynthetic()
     ex = SimilarityExplorer(A, B, images=data, n_images=16, batch_size=8, auto=False)
     try:
-        assert _until(lambda: ex.progress.value == 1)
+        assert until(lambda: ex.progress.value == 1)
         ex.model_b.value = B2
         assert ex.status_text == "settings changed: press Run"
         assert ex.heatmap.message == PREVIOUS
@@ -221,14 +214,14 @@ def test_run_cancelled_while_it_waits_for_the_old_one_hands_the_buttons_back():
     ex = SimilarityExplorer(A, B, images=data, n_images=16, batch_size=8)
     ex._runs.debounce = 30.0  # the control change's own run never fires in this test
     try:
-        assert _until(lambda: ex.progress.value == 1)  # run A held inside its second batch
+        assert until(lambda: ex.progress.value == 1)  # run A held inside its second batch
         ex.model_b.value = B2
         ex.run_button.click()  # run B: its thread waits for A to end
         assert ex.run_button.disabled and not ex.cancel_button.disabled
         ex.cancel_button.click()  # B is cancelled before its work begins
         data.gate.set()
         assert ex.wait(60)
-        assert _until(lambda: not ex.run_button.disabled)
+        assert until(lambda: not ex.run_button.disabled)
         _assert_empty_and_idle(ex)
         assert ex.status_text.startswith("cancelled before it started")
         assert "press Run" in ex.status_text

@@ -7,6 +7,7 @@ A module of its own (not conftest.py): `notebooks/conftest.py` shares the module
 from __future__ import annotations
 
 import importlib
+import time
 import weakref
 from collections.abc import Callable
 
@@ -97,3 +98,13 @@ class ForwardCounter:
         for m in self.models:
             if self in _COUNTERS.get(m, []):
                 _COUNTERS[m].remove(self)
+
+
+def until(cond: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Poll ``cond`` until it holds or ``timeout`` seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.01)
+    return cond()
