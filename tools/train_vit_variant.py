@@ -1,0 +1,54 @@
+"""Train the zoo's ViT recipe with another shape: heads and/or depth (docs/ZOO.md 3m, 3o).
+
+    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--models vit-mim vit-cls]
+
+Everything else is the bundled recipe: the masked-patch backbone (``vit-mim``, 5,000 steps),
+the plain fine-tunes ``vit-cls`` and ``vit-gap`` from it, and the supervised-only ``vit-sup``,
+each as ``python -m vitlens.zoo.train`` trains it, on one thread. Weights and cards go to OUT;
+the bundled zoo is not touched. Measure them with ``tools/fig5_head_order.py ... --heads N``
+or, for every finding, ``tools/variant_findings.py OUT --heads N --depth D``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+VIT_ARCHES = ("vit-cls", "vit-gap", "vit-mim", "vit-noskip")
+
+
+def set_shape(heads: int | None, depth: int | None) -> None:
+    """Change the zoo's ViT architectures in this process (the bundled files are untouched)."""
+    from vitlens.zoo import architectures
+
+    for arch in VIT_ARCHES:
+        kwargs = architectures.ARCHITECTURES[arch]["kwargs"]
+        if heads is not None:
+            kwargs["num_heads"] = heads
+        if depth is not None:
+            kwargs["depth"] = depth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--models", nargs="+", default=["vit-mim", "vit-cls", "vit-gap", "vit-sup"])
+    args = parser.parse_args()
+    import torch
+
+    from vitlens.zoo import train
+
+    torch.set_num_threads(1)
+    set_shape(args.heads, args.depth)
+    t0 = time.time()
+    for name in args.models:
+        card = train.train_model(name, out=args.out, progress=False)
+        score = card.get("test_accuracy", card.get("test_loss"))
+        print(name, score, f"{(time.time() - t0) / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""Every finding's verdict with a ViT variant in place of the bundled ViTs (docs/ZOO.md 3o).
+
+    python tools/variant_findings.py OUT --depth 12 [--heads N] [--groups 01 02 ...] [--quick]
+
+OUT holds weights trained by ``tools/train_vit_variant.py``. The roles the variant has weights
+for (``vit`` <- vit-cls, ``vit_gap`` <- vit-gap, ``vit_small_data`` <- vit-sup) take the
+variant; the compute-matched ``vit_small_data_matched`` is left out (not trained); every other
+role keeps its bundled model. Each group runs through ``vitlens.reproduce.run_group`` with its
+random-init controls, exactly as FINDINGS.md is made, and one Markdown table row per finding is
+printed beside the bundled zoo's verdict (read from docs/FINDINGS.md). The bundled zoo is not
+touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_vit_variant import set_shape  # noqa: E402
+
+ROLE_WEIGHTS = {"vit": "vit-cls", "vit_gap": "vit-gap", "vit_small_data": "vit-sup"}
+GROUPS = ("01", "02", "03", "04", "05", "06", "08")
+
+
+def bundled_verdicts(doc: Path) -> dict[tuple[str, str], str]:
+    """(figure, paper finding) -> verdict, for every table row of FINDINGS.md."""
+    rows = {}
+    for line in doc.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 9 and cells[0].startswith(("Fig", "App")):
+            rows[cells[0], cells[1]] = re.sub(r"\*", "", cells[7])
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--depth", type=int)
+    parser.add_argument("--groups", nargs="+", default=list(GROUPS))
+    parser.add_argument("--quick", action="store_true", help="QUICK settings (a smoke run)")
+    args = parser.parse_args()
+    import torch
+
+    from vitlens.reproduce import FULL, QUICK, models, run_group
+    from vitlens.zoo import registry
+
+    torch.set_num_threads(1)
+    set_shape(args.heads, args.depth)
+    M: dict = dict(models("zoo"))
+    for role, name in ROLE_WEIGHTS.items():
+        file = args.out / "weights" / f"{name}.safetensors"
+        if file.is_file():
+            M[role] = registry.load(name, file)
+    M["vit_small_data_matched"] = None
+    bundled = bundled_verdicts(Path(__file__).parents[1] / "docs" / "FINDINGS.md")
+    print("| figure | paper finding | variant value | control (random init) | margin | rule | "
+          "verdict | bundled zoo |\n|---|---|---|---|---|---|---|---|", flush=True)
+    counts: dict[str, int] = {}
+    for nb in args.groups:
+        group = run_group(nb, M, QUICK if args.quick else FULL)
+        for f in group.findings:
+            counts[f.verdict] = counts.get(f.verdict, 0) + 1
+            prior = bundled.get((f.figure, f.paper_finding), "?")
+            print(f"| {f.figure} | {f.paper_finding} | {f.value:.3f} | {f.control_text()} | "
+                  f"{f.margin_text()} | {f.rule} | {f.verdict} | {prior} |", flush=True)
+    print("\nvariant:", ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))
+
+
+if __name__ == "__main__":
+    main()
