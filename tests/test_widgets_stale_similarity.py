@@ -147,6 +147,33 @@ def test_with_auto_off_an_old_run_finishing_does_not_claim_to_be_current():
         ex._runs.shutdown(60)
 
 
+def test_with_auto_off_an_error_of_earlier_settings_says_so():
+    from vitlens.widgets._base import PREVIOUS_MESSAGE
+
+    ex = SimilarityExplorer(A, B, images="synthetic", n_images=8, batch_size=8, auto=False,
+                            layers="no-such-layer", layers_b="blocks", run=False)
+    try:
+        ex.run_button.click()
+        assert ex.wait(60) and ex.status_text == "failed"
+        assert ex.message.level == "error" and "no-such-layer" in ex.message.text
+        assert PREVIOUS_MESSAGE not in ex.message.value  # the error is the controls' own
+
+        ex.layers_a.value = "blocks"  # auto off: nothing runs, the error is now of the past
+        assert ex.status_text == "settings changed: press Run" and not ex.running
+        assert PREVIOUS_MESSAGE in ex.message.value and "no-such-layer" in ex.message.value
+        assert "vitlens-error" not in ex.message.value  # no longer styled as current
+
+        ex.layers_a.value = "no-such-layer"  # back to the failing settings: the error is theirs
+        assert PREVIOUS_MESSAGE not in ex.message.value and "vitlens-error" in ex.message.value
+
+        ex.layers_a.value = "blocks"
+        ex.run_button.click()
+        assert ex.wait(120) and ex.status_text == "done: 8 images"
+        assert ex.message.value == "" and not ex.message.previous
+    finally:
+        ex._runs.shutdown(60)
+
+
 def test_a_debounced_call_cancelled_while_it_waits_for_the_lock_never_runs():
     runs = BackgroundRuns("test", debounce=0.05)
     called = []

@@ -52,6 +52,10 @@ def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+#: Heads a message that belongs to earlier settings than the controls show.
+PREVIOUS_MESSAGE = "From the previous settings (press Run for these):"
+
+
 class MessageArea(W.HTML):
     """An HTML area that shows one error or notice, or nothing.
 
@@ -63,6 +67,7 @@ class MessageArea(W.HTML):
         self.add_class("vitlens-message")
         self.text = ""
         self.level = ""
+        self.previous = False  # the message belongs to earlier settings than the controls show
 
     def error(self, message: str | BaseException) -> None:
         """Show a readable error message."""
@@ -74,12 +79,24 @@ class MessageArea(W.HTML):
         self._show(message, "notice")
 
     def clear(self) -> None:
-        self.text, self.level, self.value = "", "", ""
+        self.text, self.level, self.value, self.previous = "", "", "", False
+
+    def mark_previous(self, previous: bool) -> None:
+        """Say (or stop saying) that the message shown came from earlier settings."""
+        if self.text and previous != self.previous:
+            self.previous = previous
+            self._render()
 
     def _show(self, text: str, level: str) -> None:
-        color = "#b00020" if level == "error" else "#555"
-        bg = "#fdecea" if level == "error" else "#f3f3f3"
-        self.text, self.level = text, level
+        self.text, self.level, self.previous = text, level, False
+        self._render()
+
+    def _render(self) -> None:
+        level, text = self.level, self.text
+        if self.previous:
+            level, text = "previous", f"{PREVIOUS_MESSAGE}\n{text}"
+        color = {"error": "#b00020", "notice": "#555", "previous": "#777"}[level]
+        bg = {"error": "#fdecea", "notice": "#f3f3f3", "previous": "#f3f3f3"}[level]
         self.value = (f'<div class="vitlens-{level}" style="color:{color};background:{bg};'
                       'padding:4px 8px;border-radius:4px;white-space:pre-wrap;'
                       f'font-family:sans-serif;font-size:13px">{html.escape(text)}</div>')

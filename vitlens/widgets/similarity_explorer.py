@@ -91,6 +91,7 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
         self.result: SimilarityResult | None = None
         self._shown: tuple | None = None  # the settings key of the matrix on screen
         self._owner: threading.Event | None = None  # the run that owns Run/Cancel and status
+        self._failed: tuple | None = None  # the settings key of the error shown, if any
 
         opts = self.models.options()
         style = {"description_width": "70px"}
@@ -192,11 +193,13 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
                 self._mark_stale()
 
     def _mark_stale(self) -> None:
-        """Say over the matrix whether it belongs to earlier settings."""
+        """Say over the matrix, and over an error, whether it belongs to earlier settings."""
         if self._stale():
             self.heatmap.message = RECOMPUTING if self.auto.value else PREVIOUS
         elif self.heatmap.message in (PREVIOUS, RECOMPUTING):
             self.heatmap.message = ""
+        if self._failed is not None:
+            self.message.mark_previous(self._failed != self._key(self.settings()))
 
     def run(self) -> None:
         """Compute the CKA for the current choices (from the cache when possible).
@@ -215,6 +218,7 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
             return
         with self._runs.lock:
             self.message.clear()
+            self._failed = None
             self.heatmap.message = RECOMPUTING if self._stale() else ""
             self._buttons(running=True)
             self.progress.value = 0
@@ -248,6 +252,7 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
         n = result.meta.get("n_batches") or 1
         self.progress.max, self.progress.value = max(int(n), 1), max(int(n), 1)
         self.message.clear()
+        self._failed = None
         self._set_status(f"{result.meta.get('n_images', '?')} images")
         self._apply_scale()
         self._show_details()
@@ -321,7 +326,7 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
             if not cancel.is_set() and self.result is not None and done == nb:
                 self.cache.put(key, self.result)
         except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            runs.publish(cancel, lambda err=err: self._show_error(err))
+            runs.publish(cancel, lambda err=err: self._show_error(err, key))
         finally:
             self._release(cancel, f"cancelled after {done}/{nb or '?'} batches")
 
@@ -344,11 +349,14 @@ class SimilarityExplorer(RunControls, StaticPicture, W.VBox):
             text += ": these settings are not computed, press Run"
         self._set_status(text)
 
-    def _show_error(self, err: BaseException) -> None:
-        """The error, and empty views: nothing left from an earlier choice."""
+    def _show_error(self, err: BaseException, key: tuple | None = None) -> None:
+        """The error (of the settings ``key``), and empty views: nothing left from an earlier
+        choice. Once the controls leave those settings, the error says it is theirs."""
         self.message.error(err)
+        self._failed = key
         self._set_status("failed")
         self._empty("no result: see the message above")
+        self.message.mark_previous(key is not None and key != self._key(self.settings()))
 
     def _empty(self, note: str) -> None:
         """No result: an empty heatmap (no layer names or axis titles) saying ``note``."""
