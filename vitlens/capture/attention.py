@@ -42,31 +42,56 @@ class _StopForward(Exception):  # noqa: N818 - control flow, never escapes this 
     """Raised by the last hook to skip the rest of the forward pass."""
 
 
-def _is_supported_attention(module: nn.Module) -> bool:
+# The child modules of timm's plain ``Attention``. An attention module with others (CaiT's
+# talking-heads projections ``proj_l``/``proj_w``, the relative-position module ``rel_pos`` of
+# ``vit_relpos_*``) mixes more into its probabilities than softmax(q k^T).
+_PLAIN_CHILDREN = frozenset({"qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop"})
+
+
+def _unsupported_reason(module: nn.Module) -> str | None:
+    """Why softmax((q * scale) k^T) from ``module.qkv`` would not be ``module``'s attention
+    (``None``: it is; checked against timm's own probabilities in the tests)."""
     from timm.models.vision_transformer import Attention
 
-    if any(hasattr(module, a) for a in _UNSUPPORTED_ATTRS):
-        return False
-    if isinstance(module, Attention):
-        return True
-    return (isinstance(getattr(module, "qkv", None), nn.Linear)
-            and hasattr(module, "num_heads") and hasattr(module, "scale"))
+    name = type(module).__name__
+    attrs = [a for a in _UNSUPPORTED_ATTRS if hasattr(module, a)]
+    if attrs:
+        return f"{name} adds position terms inside its logits ({', '.join(attrs)})"
+    if not (isinstance(getattr(module, "qkv", None), nn.Linear)
+            and hasattr(module, "num_heads") and hasattr(module, "scale")):
+        return f"{name} has no qkv Linear with num_heads and scale"
+    extra = sorted({n for n, _ in module.named_children()} - _PLAIN_CHILDREN)
+    if extra:
+        return (f"{name} has modules that timm's plain Attention lacks ({', '.join(extra)}), "
+                "so its probabilities are not softmax(q k^T)")
+    if isinstance(module, Attention) and type(module).forward is not Attention.forward:
+        return f"{name} overrides timm Attention's forward"
+    return None
 
 
 def attention_blocks(model: nn.Module) -> list[nn.Module]:
     """The ``attn`` modules of ``model.blocks``, in order.
 
     Raises:
-        NotApplicableError: the model has no ``blocks[i].attn`` of timm's ``Attention`` kind
-            (ResNets, MLP-Mixers, ConvNeXts, attention with relative position terms).
+        NotApplicableError: the model has no ``blocks[i].attn`` of timm's plain ``Attention``
+            kind (ResNets, MLP-Mixers, ConvNeXts; attention with relative position terms,
+            RoPE or talking heads: BEiT, EVA, ``vit_relpos_*``, CaiT), naming the reason.
     """
     blocks = getattr(model, "blocks", None)
     attns = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
-    if not attns or not all(a is not None and _is_supported_attention(a) for a in attns):
-        msg = (f"{type(model).__name__} has no timm self-attention blocks (model.blocks[i].attn "
-               "with qkv, num_heads and scale), so attention maps do not apply to it. Use a "
-               "ViT/DeiT-style timm model; ResNets, MLP-Mixers and ConvNeXts have no attention.")
+    model_name = type(model).__name__
+    if not attns or any(a is None for a in attns):
+        msg = (f"{model_name} has no timm self-attention blocks (model.blocks[i].attn), so "
+               "attention maps do not apply to it. Use a ViT/DeiT-style timm model; ResNets, "
+               "MLP-Mixers and ConvNeXts have no attention.")
         raise NotApplicableError(msg)
+    for i, a in enumerate(attns):
+        reason = _unsupported_reason(a)
+        if reason is not None:
+            msg = (f"{model_name}'s blocks[{i}].attn cannot be recomputed from its qkv: "
+                   f"{reason}. vitlens reads attention from timm's plain Attention only "
+                   "(ViT, DeiT, DeiT III, DINOv2, CLIP and SigLIP ViTs, the zoo's ViTs).")
+            raise NotApplicableError(msg)
     return attns
 
 
