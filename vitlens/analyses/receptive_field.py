@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..capture import Capture
+from ..capture.activations import resolved
 from ..capture.residual import canonical, residual_catalog
 from ..figures import inline_data
 from ..models.catalog import BLOCK_KINDS, LayerCatalog, LayerPoint
@@ -40,6 +41,7 @@ WHERE = ("after", "before", "both")
 
 def centre_sum(t: torch.Tensor, point: LayerPoint, grid: tuple[int, int] | None) -> torch.Tensor:
     """Sum over images and channels of the feature at the centre position: a scalar."""
+    point = resolved(t, point, grid)
     if point.layout in ("nchw", "nhwc"):
         t = canonical(t, point)
         h, w = t.shape[2], t.shape[3]

@@ -28,16 +28,56 @@ from .hooks import HookSet
 TOKEN_MODES = ("flatten", "cls", "mean", "tokens", "spatial")
 
 
-def _resolved(x: torch.Tensor, point: LayerPoint) -> LayerPoint:
-    """A named module's point (layout ``"auto"``) laid out as its tensor's rank says."""
+def resolved(x: torch.Tensor, point: LayerPoint,
+             grid: tuple[int, int] | None = None) -> LayerPoint:
+    """``point`` with an ``"auto"`` layout replaced by the one ``x`` has.
+
+    By rank (4: a map, 3: tokens, 2: vectors). When the point knows its channel count, a map
+    is NCHW or NHWC by where the channels are (if both axes fit, the model's declared format,
+    ``map_layout``), and tokens must have them last. Tokens keep the point's prefix tokens
+    only if the count says they are there: CaiT's blocks carry no CLS token though the model
+    has one (it joins in the class-attention blocks).
+
+    Args:
+        grid: The model's patch grid, if known.
+
+    Raises:
+        CaptureError: the layout cannot be told (a rank other than 2-4, channels on neither
+            axis of a map, or tokens whose channels are not last).
+    """
     if point.layout != "auto":
         return point
+    c, shape = point.channels, tuple(x.shape)
     layout = {4: "nchw", 3: "tokens", 2: "vector"}.get(x.dim())
     if layout is None:
-        msg = (f"module {point.name!r} produced a tensor of shape {tuple(x.shape)}; token modes "
-               "other than 'flatten' need (n, C, H, W), (n, N, C) or (n, C)")
+        msg = (f"module {point.name!r} produced a tensor of shape {shape}; token modes "
+               "other than 'flatten' need (n, C, H, W), (n, H, W, C), (n, N, C) or (n, C)")
         raise CaptureError(msg)
-    return dataclasses.replace(point, layout=layout)
+    if c is not None and x.dim() == 4:
+        first, last = shape[1] == c, shape[3] == c
+        if not (first or last):
+            msg = (f"layer {point.name!r} has {c} channels but a map of shape {shape}, with "
+                   "neither axis 1 (NCHW) nor axis 3 (NHWC) of that size, so its layout is "
+                   "unknown; use token_mode='flatten'")
+            raise CaptureError(msg)
+        layout = point.map_layout if first and last else "nchw" if first else "nhwc"
+    elif c is not None and x.dim() == 3 and shape[2] != c:
+        msg = (f"layer {point.name!r} has {c} channels but tokens of shape {shape}; its layout "
+               "is unknown; use token_mode='flatten'")
+        raise CaptureError(msg)
+    npt = _prefix_tokens(shape[1], point.num_prefix_tokens, grid) if layout == "tokens" else 0
+    return dataclasses.replace(point, layout=layout, num_prefix_tokens=npt)
+
+
+def _prefix_tokens(n: int, npt: int, grid: tuple[int, int] | None) -> int:
+    """How many of ``n`` tokens are prefix tokens, given the model's ``npt``."""
+    if npt == 0:
+        return 0
+    if grid is not None:
+        cells = grid[0] * grid[1]
+        return npt if n == cells + npt else 0 if n == cells else npt
+    square = lambda k: k >= 1 and round(k**0.5) ** 2 == k  # noqa: E731
+    return 0 if square(n) and not square(n - npt) else npt
 
 
 def has_cls_token(point: LayerPoint) -> bool:
@@ -97,7 +137,7 @@ def apply_token_mode(x: torch.Tensor, point: LayerPoint, token_mode: str,
     n = x.shape[0]
     if token_mode == "flatten":
         return x.reshape(n, -1)
-    point = _resolved(x, point)
+    point = resolved(x, point, grid)
     if x.dim() == 2:
         if token_mode == "mean":
             return x

@@ -19,8 +19,11 @@ from torch import nn
 #   "nchw"     (n, C, H, W) conv feature maps
 #   "nhwc"     (n, H, W, C)
 #   "vector"   (n, C)
-#   "auto"     a named module of any nn.Module: read from the tensor's rank (4: nchw,
-#              3: tokens without prefix tokens, 2: vector)
+#   "auto"     read from the tensor (:func:`vitlens.capture.activations.resolved`): by its
+#              rank and, when the point knows its ``channels``, by where they are (4: nchw
+#              or nhwc, 3: tokens, 2: vector); a named module of any nn.Module, or a timm
+#              ``feature_info`` stage of an unsupported family (Swin's are NHWC, EVA's
+#              and BEiT's are tokens)
 LAYOUTS = ("tokens", "tokens_t", "nchw", "nhwc", "vector", "auto")
 
 #: Kinds that the ``"blocks"`` selector picks: one point per residual block or unit.
@@ -46,6 +49,10 @@ class LayerPoint:
             (timm's ResNet does ``x += shortcut`` on the last norm's output).
         in_all: Whether ``"all"`` picks the point. Stage outputs (which repeat their last
             unit) and ViT MLP outputs are left out, so ``"all"`` is the paper's density.
+        channels: The activation's channel count when known (``feature_info``'s
+            ``num_chs``): an ``"auto"`` layout finds the channel axis with it.
+        map_layout: The layout an ``"auto"`` map takes when both of its candidate channel
+            axes have ``channels`` entries: the model's declared ``output_fmt``.
     """
 
     name: str
@@ -57,6 +64,8 @@ class LayerPoint:
     block: int | None = None
     clone: bool = False
     in_all: bool = True
+    channels: int | None = None
+    map_layout: str = "nchw"
 
 
 @dataclass
@@ -183,19 +192,29 @@ def pair(v: int | Sequence[int]) -> tuple[int, int]:
 
 
 def feature_info_points(model: nn.Module) -> list[LayerPoint]:
-    """Fallback for any timm model: its ``feature_info`` stages (conv maps, NCHW)."""
+    """Fallback for any timm model: its ``feature_info`` stages.
+
+    Their layout is read from each activation (``"auto"``, with the stage's ``num_chs``):
+    convolutional stages are NCHW, but Swin's and SAM's are NHWC and EVA's, BEiT's and CaiT's
+    blocks are (n, N, C) tokens, with the model's ``num_prefix_tokens`` in front.
+    """
     info = getattr(model, "feature_info", None)
     points: list[LayerPoint] = []
     if info is None:
         return points
     entries = info.info if hasattr(info, "info") else info
+    npt = int(getattr(model, "num_prefix_tokens", 0) or 0)
+    fmt = "nhwc" if str(getattr(model, "output_fmt", "NCHW")).upper() == "NHWC" else "nchw"
     for i, entry in enumerate(entries):
         module = entry["module"]
         try:
             model.get_submodule(module)
         except AttributeError:
             continue
-        points.append(LayerPoint(module, "feature", module, layout="nchw", block=i, clone=True))
+        chs = entry.get("num_chs")
+        points.append(LayerPoint(module, "feature", module, layout="auto", block=i, clone=True,
+                                 num_prefix_tokens=npt, channels=int(chs) if chs else None,
+                                 map_layout=fmt))
     return points
 
 

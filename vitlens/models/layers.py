@@ -62,7 +62,9 @@ def layer_catalog(model: nn.Module) -> LayerCatalog:
         points = feature_info_points(model)
         if not points:
             raise TypeError(UNSUPPORTED.format(name=type(model).__name__))
-        catalog = LayerCatalog("other", points)
+        grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
+        catalog = LayerCatalog("other", points,
+                               grid_size=tuple(int(g) for g in grid) if grid else None)
     return catalog
 
 
