@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import NotApplicableError
+from ..models._vit import is_prenorm_block
 from ..models.catalog import LayerCatalog, LayerPoint
 
 
@@ -58,9 +59,10 @@ def _vit_sub_blocks(model: nn.Module, npt: int) -> tuple[list[LayerPoint], list[
     points, subs = [], []
     for i, blk in enumerate(model.blocks):
         b = f"blocks.{i}"
-        if not all(hasattr(blk, a) for a in ("norm1", "attn", "ls1", "norm2", "mlp", "ls2")):
+        if not is_prenorm_block(blk):
             msg = (f"block {i} is a {type(blk).__name__}, not a pre-norm timm Block (norm1, attn, "
-                   "ls1, norm2, mlp, ls2), so its residual stream and branches are unknown")
+                   "ls1, norm2, mlp, ls2, with Block's own forward), so its residual stream "
+                   "and branches are unknown")
             raise NotApplicableError(msg)
         kw = dict(layout="tokens", num_prefix_tokens=npt, block=i, in_all=False)
         skip = _has_skip(blk)

@@ -7,6 +7,18 @@ from torch import nn
 from .catalog import LayerCatalog, LayerPoint, pair
 
 
+def is_prenorm_block(block: nn.Module) -> bool:
+    """A timm ``Block`` with its own forward, ``x + ls1(attn(norm1(x)))`` then
+    ``+ ls2(mlp(norm2(.)))``, or the zoo's ``NoSkipBlock`` (the same without the adds):
+    the input of ``norm2`` is then the stream after the attention add."""
+    from timm.models.vision_transformer import Block
+
+    return (isinstance(block, Block)
+            and (type(block).forward is Block.forward or type(block).__name__ == "NoSkipBlock")
+            and all(isinstance(getattr(block, a, None), nn.Module)
+                    for a in ("norm1", "attn", "ls1", "norm2", "mlp", "ls2")))
+
+
 def vit_catalog(model: nn.Module) -> LayerCatalog:
     """Patch embedding, then six points per block, then the final norm.
 
@@ -14,6 +26,10 @@ def vit_catalog(model: nn.Module) -> LayerCatalog:
     (the stream after the attention add: the input of ``norm2``), ``norm2``, ``mlp_hidden``
     (the MLP activation) and the block output. ``mlp`` (the MLP branch output) is also
     listed but is not part of ``"all"``'s paper-density six.
+
+    Blocks of other kinds (timm's ``ResPostBlock``, ``ParallelScalingBlock``,
+    ``ParallelThingsBlock``) get the points whose modules they have, and ``resid_mid`` only
+    where it is what its name says (:func:`is_prenorm_block`).
     """
     npt = int(getattr(model, "num_prefix_tokens", 1))
     pe = model.patch_embed
@@ -21,15 +37,20 @@ def vit_catalog(model: nn.Module) -> LayerCatalog:
     for i, blk in enumerate(model.blocks):
         b = f"blocks.{i}"
         kw = dict(layout="tokens", num_prefix_tokens=npt, block=i)
-        points += [
-            LayerPoint(f"{b}.norm1", "norm", f"{b}.norm1", **kw),
-            LayerPoint(f"{b}.attn", "attn", f"{b}.attn", **kw),
-            LayerPoint(f"{b}.resid_mid", "resid_mid", f"{b}.norm2", hook="input", **kw),
-            LayerPoint(f"{b}.norm2", "norm", f"{b}.norm2", **kw),
-        ]
-        if hasattr(blk, "mlp") and hasattr(blk.mlp, "act"):
+        has = {a for a in ("norm1", "attn", "norm2", "mlp")
+               if isinstance(getattr(blk, a, None), nn.Module)}
+        for name, kind in (("norm1", "norm"), ("attn", "attn")):
+            if name in has:
+                points.append(LayerPoint(f"{b}.{name}", kind, f"{b}.{name}", **kw))
+        if is_prenorm_block(blk):
+            points.append(LayerPoint(f"{b}.resid_mid", "resid_mid", f"{b}.norm2", hook="input",
+                                     **kw))
+        if "norm2" in has:
+            points.append(LayerPoint(f"{b}.norm2", "norm", f"{b}.norm2", **kw))
+        if "mlp" in has and isinstance(getattr(blk.mlp, "act", None), nn.Module):
             points.append(LayerPoint(f"{b}.mlp_hidden", "mlp_hidden", f"{b}.mlp.act", **kw))
-        points.append(LayerPoint(f"{b}.mlp", "mlp", f"{b}.mlp", in_all=False, **kw))
+        if "mlp" in has:
+            points.append(LayerPoint(f"{b}.mlp", "mlp", f"{b}.mlp", in_all=False, **kw))
         points.append(LayerPoint(b, "block", b, **kw))
     if not isinstance(getattr(model, "norm", None), nn.Identity):
         points.append(
