@@ -62,3 +62,24 @@ def test_plain_and_zoo_no_skip_blocks_keep_every_point():
         "blocks.0.mlp_hidden", "blocks.0.mlp", "blocks.0"]
     noskip = vitlens.zoo.load("vitlens/vit-noskip-3")
     assert "blocks.3.resid_mid" in vitlens.layer_catalog(noskip).names
+
+
+def test_resmlp_and_gmlp_are_mixers_with_block_outputs_only():
+    from functools import partial
+
+    from timm.layers import GatedMlp
+    from timm.models.mlp_mixer import Affine, MlpMixer, ResBlock, SpatialGatingBlock
+
+    kw = dict(num_classes=4, img_size=32, patch_size=8, num_blocks=2, embed_dim=32, mlp_ratio=4)
+    for model in (MlpMixer(block_layer=partial(ResBlock, init_values=0.1), norm_layer=Affine,
+                           **kw),
+                  MlpMixer(block_layer=SpatialGatingBlock, mlp_layer=GatedMlp, **kw)):
+        model.eval()
+        name = type(model.blocks[0]).__name__
+        assert vitlens.layer_catalog(model).select("all") == ["stem", "blocks.0", "blocks.1",
+                                                              "norm"], name
+        res = vitlens.cka(model, torch.randn(8, 3, 32, 32), layers_a="all", token_mode="mean",
+                          progress=False, cache=False)
+        assert np.isfinite(res.matrix).all(), name
+        with pytest.raises(NotApplicableError, match=f"{name}, not a timm MixerBlock"):
+            vitlens.analyses.residual_ratio(model, torch.randn(4, 3, 32, 32), progress=False)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import NotApplicableError
+from ..models._mixer import is_mixer_block
 from ..models._vit import is_prenorm_block
 from ..models.catalog import LayerCatalog, LayerPoint
 
@@ -78,8 +79,13 @@ def _vit_sub_blocks(model: nn.Module, npt: int) -> tuple[list[LayerPoint], list[
 
 def _mixer_sub_blocks(model: nn.Module) -> tuple[list[LayerPoint], list[SubBlock]]:
     points, subs = [], []
-    for i, _blk in enumerate(model.blocks):
+    for i, blk in enumerate(model.blocks):
         b = f"blocks.{i}"
+        if not is_mixer_block(blk):
+            msg = (f"block {i} is a {type(blk).__name__}, not a timm MixerBlock (norm1, "
+                   "mlp_tokens, norm2, mlp_channels, with MixerBlock's own forward), so its "
+                   "residual stream and branches are unknown")
+            raise NotApplicableError(msg)
         kw = dict(block=i, in_all=False)
         for kind, z_mod, f_mod, f_layout in (("token_mix", b, f"{b}.mlp_tokens", "tokens_t"),
                                              ("channel_mix", f"{b}.norm2", f"{b}.mlp_channels",

@@ -7,11 +7,26 @@ from torch import nn
 from .catalog import LayerCatalog, LayerPoint, pair
 
 
+def is_mixer_block(block: nn.Module) -> bool:
+    """timm's ``MixerBlock`` with its own forward: ``x + mlp_tokens(norm1(x)^T)^T``, then
+    ``+ mlp_channels(norm2(.))`` (ResMLP's ``ResBlock`` and gMLP's ``SpatialGatingBlock``,
+    also used by ``MlpMixer``, compute otherwise)."""
+    from timm.models.mlp_mixer import MixerBlock
+
+    return isinstance(block, MixerBlock) and type(block).forward is MixerBlock.forward
+
+
 def mixer_catalog(model: nn.Module) -> LayerCatalog:
-    """Stem, then per block: token-mixing output, stream after it, channel MLP hidden, output."""
+    """Stem, then per block: token-mixing output, stream after it, channel MLP hidden, output.
+
+    Blocks that are not :func:`is_mixer_block` (ResMLP, gMLP) get their output only.
+    """
     points = [LayerPoint("stem", "embed", "stem", layout="tokens")]
     for i, blk in enumerate(model.blocks):
         b = f"blocks.{i}"
+        if not is_mixer_block(blk):
+            points.append(LayerPoint(b, "block", b, block=i))
+            continue
         points += [
             LayerPoint(f"{b}.norm1", "norm", f"{b}.norm1", block=i),
             LayerPoint(f"{b}.token_mix", "token_mix", f"{b}.mlp_tokens", layout="tokens_t", block=i),
