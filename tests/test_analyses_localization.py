@@ -5,28 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hsic_reference import cka1, hsic1
 from tiny_models import make_tiny
 
 from vitlens.analyses import LocalizationResult, input_patches, localization
 from vitlens.errors import ImageError, NotApplicableError
 from vitlens.results import load_result
-
-
-def _hsic1(K: np.ndarray, L: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012), written out from the formula in PAPER.md."""
-    n = K.shape[0]
-    K, L = K.copy(), L.copy()
-    np.fill_diagonal(K, 0)
-    np.fill_diagonal(L, 0)
-    one = np.ones(n)
-    return float((np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                  - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3)))
-
-
-def _cka(X: np.ndarray, Y: np.ndarray) -> float:
-    X, Y = np.asarray(X, np.float64), np.asarray(Y, np.float64)
-    K, L = X @ X.T, Y @ Y.T
-    return _hsic1(K, L) / np.sqrt(_hsic1(K, K) * _hsic1(L, L))
 
 
 def _pixels(n: int, size: int = 32, seed: int = 0) -> torch.Tensor:
@@ -62,7 +46,7 @@ def test_patch_embedding_peaks_at_its_own_patch_and_matches_numpy():
     pix = x.double().numpy().reshape(40, 3, 4, 8, 4, 8).transpose(0, 2, 4, 1, 3, 5)
     pix = pix.reshape(40, 16, -1)
     for p in (0, 5, 10):
-        want = [_cka(tok[:, p], pix[:, q]) for q in range(16)]
+        want = [cka1(tok[:, p], pix[:, q]) for q in range(16)]
         np.testing.assert_allclose(res.maps[p].ravel(), want, rtol=1e-5, atol=1e-6)
 
 
@@ -82,7 +66,7 @@ def test_resnet_token_is_all_channels_at_a_location():
     cells = x.double().numpy().reshape(24, 3, 8, 4, 8, 4)
     for k, (i, j) in enumerate([(3, 4), (0, 0)]):
         for qi, qj in [(3, 4), (7, 1), (0, 0)]:
-            want = _cka(fmap[:, :, i, j], cells[:, :, qi, :, qj, :].reshape(24, -1))
+            want = cka1(fmap[:, :, i, j], cells[:, :, qi, :, qj, :].reshape(24, -1))
             assert res.maps[k, qi, qj] == pytest.approx(want, rel=1e-5, abs=1e-6)
 
 
@@ -151,7 +135,7 @@ def test_stacked_accumulator_matches_weighted_numpy_minibatch_cka():
                 X, Y = a[i, s:e] - 100.0, b[j, s:e]
                 K, L = X @ X.T, Y @ Y.T
                 w = e - s
-                kl, kk, ll = kl + w * _hsic1(K, L), kk + w * _hsic1(K, K), ll + w * _hsic1(L, L)
+                kl, kk, ll = kl + w * hsic1(K, L), kk + w * hsic1(K, K), ll + w * hsic1(L, L)
             want[i, j] = kl / np.sqrt(kk * ll)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     assert got[0, 1] > 0.7  # b1 holds 4 of the 5 dimensions of a0

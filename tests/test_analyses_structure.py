@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from hsic_reference import cka1
 from tiny_models import make_tiny
 
 from vitlens import SimilarityResult
@@ -23,24 +24,6 @@ from vitlens.analyses import (
 )
 from vitlens.results import load_result
 from vitlens.zoo.architectures import remove_skips
-
-
-def _hsic1(K: np.ndarray, L: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012), written out from the formula in PAPER.md."""
-    n = K.shape[0]
-    K, L = K.copy(), L.copy()
-    np.fill_diagonal(K, 0)
-    np.fill_diagonal(L, 0)
-    one = np.ones(n)
-    return float((np.trace(K @ L) + (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-                  - 2 / (n - 2) * one @ K @ L @ one) / (n * (n - 3)))
-
-
-def _cka(X: np.ndarray, Y: np.ndarray) -> float:
-    X = np.asarray(X, np.float64).reshape(len(X), -1)
-    Y = np.asarray(Y, np.float64).reshape(len(Y), -1)
-    K, L = X @ X.T, Y @ Y.T
-    return _hsic1(K, L) / np.sqrt(_hsic1(K, K) * _hsic1(L, L))
 
 
 def _pixels(n: int, seed: int = 0) -> torch.Tensor:
@@ -117,7 +100,7 @@ def test_removed_skip_splits_the_ckas_at_that_block(tmp_path):
     names = res.layers_a
     pe, b3 = _hooked(model, [model.patch_embed, model.blocks[3]], x)
     i, j = names.index("patch_embed"), names.index("blocks.3")
-    assert res.matrix[i, j] == pytest.approx(_cka(pe, b3), rel=1e-5, abs=1e-6)
+    assert res.matrix[i, j] == pytest.approx(cka1(pe, b3), rel=1e-5, abs=1e-6)
     back = load_result(res.save(tmp_path / "skip"))
     assert type(back) is SkipStructureResult and back.split_index == res.split_index
     np.testing.assert_array_equal(back.matrix, res.matrix)
@@ -136,10 +119,10 @@ def test_data_scale_is_per_block_cka_against_the_reference(tmp_path):
     np.testing.assert_allclose(res.cka[1], 1.0, atol=1e-9)  # the reference against itself
     ro = _hooked(ref, list(ref.blocks), x)
     oo = _hooked(other, list(other.blocks), x)
-    want = [_cka(oo[i], ro[i]) for i in range(4)]
+    want = [cka1(oo[i], ro[i]) for i in range(4)]
     np.testing.assert_allclose(res.cka[0], want, rtol=1e-5, atol=1e-6)
     assert res.arrays["full"].shape == (2, 4, 4)
-    assert res.arrays["full"][0, 1, 3] == pytest.approx(_cka(oo[1], ro[3]), rel=1e-5, abs=1e-6)
+    assert res.arrays["full"][0, 1, 3] == pytest.approx(cka1(oo[1], ro[3]), rel=1e-5, abs=1e-6)
     back = load_result(res.save(tmp_path / "scale"))
     assert type(back) is DataScaleResult
     np.testing.assert_array_equal(back.cka, res.cka)
@@ -162,7 +145,7 @@ def test_data_scale_over_training_seeds_pairs_each_seed_with_its_own_reference(t
     for k in range(2):  # seed k's model against seed k's reference, by hand
         ro = _hooked(refs[k], list(refs[k].blocks), x)
         so = _hooked(small[k], list(small[k].blocks), x)
-        np.testing.assert_allclose(res.per_seed[k, 0], [_cka(so[i], ro[i]) for i in range(4)],
+        np.testing.assert_allclose(res.per_seed[k, 0], [cka1(so[i], ro[i]) for i in range(4)],
                                    rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.cka, res.per_seed.mean(0), rtol=0, atol=1e-15)
     assert res.meta["n_seeds"] == 2 and "2 training seeds" in res.meta["reference"]
@@ -186,7 +169,7 @@ def test_finetune_similarity_per_domain(tmp_path):
     for r, x in enumerate(doms.values()):
         b3 = _hooked(before, [before.blocks[3]], x)[0]
         a3 = _hooked(after, [after.blocks[3]], x)[0]
-        assert res.cka[r, 3] == pytest.approx(_cka(a3, b3), rel=1e-5, abs=1e-6)
+        assert res.cka[r, 3] == pytest.approx(cka1(a3, b3), rel=1e-5, abs=1e-6)
     assert res.cka[0, 3] < 0.999
     back = load_result(res.save(tmp_path / "ft"))
     assert type(back) is FinetuneResult and back.meta["rows"] == ["d0", "d1"]
@@ -209,7 +192,7 @@ def test_finetune_similarity_one_model_per_domain(tmp_path):
     x = doms["distant"]
     b2 = _hooked(before, [before.blocks[2]], x)[0]
     a2 = _hooked(distant, [distant.blocks[2]], x)[0]
-    assert res.cka[1, 2] == pytest.approx(_cka(a2, b2), rel=1e-5, abs=1e-6)
+    assert res.cka[1, 2] == pytest.approx(cka1(a2, b2), rel=1e-5, abs=1e-6)
     assert res.cka[1, 2] < 0.999
     assert set(res.meta["after"]) == {"near", "distant"}
     assert load_result(res.save(tmp_path / "ft2")).meta["after"] == res.meta["after"]
@@ -229,8 +212,8 @@ def test_mixer_comparison(tmp_path):
     mo = _hooked(mixer, list(mixer.blocks), x)
     vo = _hooked(vit, list(vit.blocks), x)
     ro = _hooked(rn, [rn.layer1[0], rn.layer2[0], rn.layer3[0], rn.layer4[0]], x)
-    want_v = np.array([[_cka(m, v) for v in vo] for m in mo])
-    want_r = np.array([[_cka(m, r) for r in ro] for m in mo])
+    want_v = np.array([[cka1(m, v) for v in vo] for m in mo])
+    want_r = np.array([[cka1(m, r) for r in ro] for m in mo])
     np.testing.assert_allclose(res.vs_vit.matrix, want_v, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.vs_resnet.matrix, want_r, rtol=1e-5, atol=1e-6)
     s = res.summary

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hsic_reference import hsic1
 from tiny_models import make_tiny, random_images
 
 import vitlens
@@ -12,20 +13,6 @@ from vitlens.api import cka_stream
 from vitlens.capture import Capture
 from vitlens.datasets import balanced_batches
 from vitlens.errors import CaptureError, ImageError
-
-
-def _hsic1(K: np.ndarray, L: np.ndarray) -> float:
-    """Unbiased HSIC (Song et al. 2012), written from PAPER.md's formula."""
-    n = K.shape[0]
-    K = K.copy()
-    L = L.copy()
-    np.fill_diagonal(K, 0.0)
-    np.fill_diagonal(L, 0.0)
-    one = np.ones(n)
-    term1 = np.trace(K @ L)
-    term2 = (one @ K @ one) * (one @ L @ one) / ((n - 1) * (n - 2))
-    term3 = 2.0 / (n - 2) * (one @ K @ L @ one)
-    return (term1 + term2 - term3) / (n * (n - 3))
 
 
 def _reference_minibatch_cka(feats_a, feats_b, batches):
@@ -38,11 +25,11 @@ def _reference_minibatch_cka(feats_a, feats_b, batches):
         kb = [f[idx] @ f[idx].T for f in feats_b]
         w = len(idx)
         for i in range(la):
-            kk[i] += w * _hsic1(ka[i], ka[i])
+            kk[i] += w * hsic1(ka[i], ka[i])
             for j in range(lb):
-                kl[i, j] += w * _hsic1(ka[i], kb[j])
+                kl[i, j] += w * hsic1(ka[i], kb[j])
         for j in range(lb):
-            ll[j] += w * _hsic1(kb[j], kb[j])
+            ll[j] += w * hsic1(kb[j], kb[j])
     return kl / np.sqrt(np.outer(kk, ll))
 
 
