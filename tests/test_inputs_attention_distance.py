@@ -84,3 +84,22 @@ def test_sizes_and_prefix_are_checked(kwargs, match):
 def test_empty_attention_is_refused():
     with pytest.raises(ValueError, match="empty"):
         mean_attention_distance(torch.zeros(0, 3, 10, 10), 3, 16, num_prefix_tokens=1)
+
+
+@pytest.mark.parametrize("analysis", ["attention_distance", "attention_locality"])
+def test_images_off_a_dynamic_size_vits_grid_are_refused_with_the_fix(analysis):
+    """A dynamic_img_size ViT runs on 96x80 images (a 12x10 grid); the statistics are
+    defined on its own 8x8 grid, so the images must be refused, not misread."""
+    import timm
+
+    from vitlens import analyses
+    from vitlens.errors import ImageError
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64,
+                              patch_size=8, depth=2, dynamic_img_size=True).eval()
+    fn = getattr(analyses, analysis)
+    with pytest.raises(ImageError, match=r"96x80 px, a 12x10 patch grid.*own 8x8 grid "
+                                         r"\(64x64 px\); resize the images to 64x64"):
+        fn(model, torch.randn(4, 3, 96, 80), progress=False)
+    assert np.isfinite(fn(model, torch.randn(4, 3, 64, 64), progress=False).arrays[
+        "distance" if analysis == "attention_distance" else "local_ratio"]).all()

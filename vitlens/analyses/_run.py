@@ -157,6 +157,29 @@ def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch
 
 
 @contextmanager
+def check_input_grid(x: torch.Tensor, grid: tuple[int, int], patch: tuple[int, int] | None,
+                     what: str) -> None:
+    """The images' patch grid must be the model's own, on which ``what`` is measured.
+
+    A ViT built with ``dynamic_img_size`` accepts other sizes and makes a larger grid; its
+    maps then do not fit the distances and neighbourhoods of the model's grid.
+
+    Raises:
+        ImageError: the images are not the model's input size, naming both and the fix.
+    """
+    if patch is None:
+        return
+    got = (int(x.shape[-2]) // patch[0], int(x.shape[-1]) // patch[1])
+    if got != tuple(grid):
+        size = (grid[0] * patch[0], grid[1] * patch[1])
+        msg = (f"the images are {x.shape[-2]}x{x.shape[-1]} px, a {got[0]}x{got[1]} patch grid, "
+               f"but {what} is measured on the model's own {grid[0]}x{grid[1]} grid "
+               f"({size[0]}x{size[1]} px); resize the images to {size[0]}x{size[1]}, or pass "
+               "them unpreprocessed (vitlens then resizes them), or build the model with "
+               f"img_size={int(x.shape[-2]) if x.shape[-2] == x.shape[-1] else tuple(x.shape[-2:])}")
+        raise ImageError(msg)
+
+
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter (gradients w.r.t. inputs only); restore."""
     params = list(model.parameters())

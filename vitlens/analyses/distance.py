@@ -17,7 +17,7 @@ from torch import nn
 
 from ..models.catalog import pair
 from ..results.base import Result
-from ._run import SumState, check_same, image_run, weighted_merge
+from ._run import SumState, check_input_grid, check_same, image_run, weighted_merge
 from .attention import AttentionCapture, attention_blocks
 
 
@@ -315,6 +315,7 @@ def attention_distance(model: str | nn.Module, images: Any, *,
 
     with AttentionCapture(vit, blocks, reduce=reduce, stop_early=True) as cap:
         for idx, (x,) in run.iterate(progress, f"attention distance {run.labels[0]}"):
+            check_input_grid(x, grid, catalog.patch_size, "attention distance")
             cap.run(x)
             state.add("count", len(idx) * grid[0] * grid[1])
         chosen = cap.blocks

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..models.catalog import pair
 from ..results.base import Result
-from ._run import SumState, check_same, image_run, weighted_merge
+from ._run import SumState, check_input_grid, check_same, image_run, weighted_merge
 from .attention import AttentionCapture, attention_blocks
 
 __all__ = ["AttentionLocalityResult", "attention_locality", "local_attention_sums",
@@ -157,7 +157,8 @@ def attention_locality(model: str | nn.Module, images: Any, *,
     vit = run.model
     from ..models.layers import layer_catalog
 
-    grid = layer_catalog(vit).grid_size
+    catalog = layer_catalog(vit)
+    grid = catalog.grid_size
     if grid is None:
         msg = f"{type(vit).__name__} has no patch grid (patch_embed.grid_size)"
         raise ValueError(msg)
@@ -170,6 +171,7 @@ def attention_locality(model: str | nn.Module, images: Any, *,
 
     with AttentionCapture(vit, blocks, reduce=reduce, stop_early=True) as cap:
         for idx, (x,) in run.iterate(progress, f"attention locality {run.labels[0]}"):
+            check_input_grid(x, grid, catalog.patch_size, "attention locality")
             cap.run(x)
             state.add("count", len(idx) * int(interior.sum()))
         chosen = cap.blocks
