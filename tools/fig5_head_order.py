@@ -4,6 +4,7 @@
     python tools/fig5_head_order.py vit-cls /tmp/zoo-verify/weights/vit-cls.safetensors
     python tools/fig5_head_order.py vit-cls random
     python tools/fig5_head_order.py vit-cls FILE --heads 8   # a variant trained with 8 heads
+    python tools/fig5_head_order.py vit-cls random --patch 4  # a random-init 16x16-grid ViT
 
 For each block: the heads sorted from local to global (mean distance, px), their local
 attention ratios, each head's CKA with vitlens/resnet's stem and first third of its blocks
@@ -18,6 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from train_vit_variant import set_shape  # noqa: E402
 
 
 def main() -> None:
@@ -25,6 +32,8 @@ def main() -> None:
     p.add_argument("name", help="zoo architecture name, e.g. vit-cls")
     p.add_argument("weights", help="'bundled', 'random' or a safetensors file")
     p.add_argument("--heads", type=int, default=None, help="attention heads of a variant")
+    p.add_argument("--depth", type=int, default=None, help="blocks of a variant")
+    p.add_argument("--patch", type=int, default=None, help="patch size of a variant")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="init seed of a 'random' model")
     args = p.parse_args()
@@ -36,12 +45,10 @@ def main() -> None:
     import vitlens
     from vitlens.analyses import attention_distance, attention_locality, head_subset_cka
     from vitlens.datasets import synthetic
-    from vitlens.zoo import architectures, registry
+    from vitlens.zoo import registry
 
     torch.set_num_threads(args.threads)
-    if args.heads is not None:  # a variant: the same architecture with another head count
-        for arch in ("vit-cls", "vit-gap", "vit-mim", "vit-noskip"):
-            architectures.ARCHITECTURES[arch]["kwargs"]["num_heads"] = args.heads
+    set_shape(args.heads, args.depth, args.patch)  # a variant (tools/train_vit_variant.py)
     if args.weights == "bundled":
         model = vitlens.load_model(f"vitlens/{args.name}")
     elif args.weights == "random":

@@ -1,6 +1,6 @@
 """Train the zoo's ViT recipe with another shape: heads and/or depth (docs/ZOO.md 3m, 3o).
 
-    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--models vit-mim vit-cls]
+    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--patch 4] [--models ...]
 
 Everything else is the bundled recipe: the masked-patch backbone (``vit-mim``, 5,000 steps),
 the plain fine-tunes ``vit-cls`` and ``vit-gap`` from it, and the supervised-only ``vit-sup``,
@@ -18,16 +18,16 @@ from pathlib import Path
 VIT_ARCHES = ("vit-cls", "vit-gap", "vit-mim", "vit-noskip")
 
 
-def set_shape(heads: int | None, depth: int | None) -> None:
+def set_shape(heads: int | None = None, depth: int | None = None,
+              patch: int | None = None) -> None:
     """Change the zoo's ViT architectures in this process (the bundled files are untouched)."""
     from vitlens.zoo import architectures
 
     for arch in VIT_ARCHES:
         kwargs = architectures.ARCHITECTURES[arch]["kwargs"]
-        if heads is not None:
-            kwargs["num_heads"] = heads
-        if depth is not None:
-            kwargs["depth"] = depth
+        for key, value in (("num_heads", heads), ("depth", depth), ("patch_size", patch)):
+            if value is not None:
+                kwargs[key] = value
 
 
 def main() -> None:
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--heads", type=int)
     parser.add_argument("--depth", type=int)
+    parser.add_argument("--patch", type=int, help="patch size (64 px images)")
     parser.add_argument("--models", nargs="+", default=["vit-mim", "vit-cls", "vit-gap", "vit-sup"])
     args = parser.parse_args()
     import torch
@@ -42,7 +43,7 @@ def main() -> None:
     from vitlens.zoo import train
 
     torch.set_num_threads(1)
-    set_shape(args.heads, args.depth)
+    set_shape(args.heads, args.depth, args.patch)
     t0 = time.time()
     for name in args.models:
         card = train.train_model(name, out=args.out, progress=False)

@@ -156,7 +156,6 @@ def image_run(models: Sequence[Any], images: Any, *, n_images: int | None, batch
     return ImageRun(loaded, labels, source, n, batches, stream, dev, mine)
 
 
-@contextmanager
 def check_input_grid(x: torch.Tensor, grid: tuple[int, int], patch: tuple[int, int] | None,
                      what: str) -> None:
     """The images' patch grid must be the model's own, on which ``what`` is measured.
@@ -180,6 +179,7 @@ def check_input_grid(x: torch.Tensor, grid: tuple[int, int], patch: tuple[int, i
         raise ImageError(msg)
 
 
+@contextmanager
 def frozen_parameters(model: nn.Module) -> Iterator[None]:
     """Turn off ``requires_grad`` on every parameter (gradients w.r.t. inputs only); restore."""
     params = list(model.parameters())
