@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ The notebooks in `notebooks/` show the same tables (they call the same
 Settings: {settings}.{elapsed}
 
 **{n_ok} of {n_all} findings reproduced beyond their control; {n_inc} inconclusive; {n_no} not
-reproduced.**
+reproduced.**{ceiling}
 """
 
 #: What changed in the statistics, and why (kept in FINDINGS.md).
@@ -160,13 +161,20 @@ def findings_markdown(groups: Sequence[Any], *, settings: Any = None,
     seeds = next((g.control_seeds for g in groups if getattr(g, "control_seeds", ())), ())
     count = {v: sum(r.verdict == v for r in rows) for v in (REPRODUCED, INCONCLUSIVE,
                                                               NOT_REPRODUCED)}
+    met = [r for r in rows if any(r.control_passes)]
+    behind = sum(math.isfinite(r.margin) and r.margin <= 0 for r in met)
+    ceiling = (f" A random-init control meets the paper's rule in {len(met)} of the {len(rows)} "
+               f"rows, and lies at or beyond the trained value in {behind} of those: there the "
+               "rule cannot tell training from architecture however well a zoo is trained, and "
+               "a row becomes evidence only where the trained models clear every control by "
+               "more than the controls' spread." if met else "")
     parts = [_HEADER.format(
         version=__version__, quick=", quick mode (few images: a smoke run)" if quick else "",
         settings=", ".join(f"{k}={v}" for k, v in vars(settings).items()) if settings else "-",
         elapsed=f" Run time {elapsed / 60:.1f} min." if elapsed is not None else "",
         control=control_label(seeds) if seeds else "no control was run",
         n_ok=count[REPRODUCED], n_inc=count[INCONCLUSIVE], n_no=count[NOT_REPRODUCED],
-        n_all=len(rows))]
+        n_all=len(rows), ceiling=ceiling)]
     for g in groups:
         ok = sum(r.verdict == REPRODUCED for r in g.findings)
         inc = sum(r.verdict == INCONCLUSIVE for r in g.findings)
