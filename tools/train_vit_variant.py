@@ -13,21 +13,42 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 VIT_ARCHES = ("vit-cls", "vit-gap", "vit-mim", "vit-noskip")
 
 
 def set_shape(heads: int | None = None, depth: int | None = None,
-              patch: int | None = None) -> None:
-    """Change the zoo's ViT architectures in this process (the bundled files are untouched)."""
+              patch: int | None = None) -> dict[str, dict]:
+    """Change the zoo's ViT architectures in this process (the bundled files are untouched);
+    returns their previous keyword arguments."""
     from vitlens.zoo import architectures
 
+    before = {}
     for arch in VIT_ARCHES:
         kwargs = architectures.ARCHITECTURES[arch]["kwargs"]
+        before[arch] = dict(kwargs)
         for key, value in (("num_heads", heads), ("depth", depth), ("patch_size", patch)):
             if value is not None:
                 kwargs[key] = value
+    return before
+
+
+@contextmanager
+def shaped(heads: int | None = None, depth: int | None = None,
+           patch: int | None = None) -> Iterator[None]:
+    """:func:`set_shape` for the duration of a ``with`` block only."""
+    from vitlens.zoo import architectures
+
+    before = set_shape(heads, depth, patch)
+    try:
+        yield
+    finally:
+        for arch, kwargs in before.items():
+            architectures.ARCHITECTURES[arch]["kwargs"].clear()
+            architectures.ARCHITECTURES[arch]["kwargs"].update(kwargs)
 
 
 def main() -> None:

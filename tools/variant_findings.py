@@ -2,13 +2,14 @@
 
     python tools/variant_findings.py OUT --depth 12 [--heads N] [--groups 01 02 ...] [--quick]
 
-OUT holds weights trained by ``tools/train_vit_variant.py``. The roles the variant has weights
-for (``vit`` <- vit-cls, ``vit_gap`` <- vit-gap, ``vit_small_data`` <- vit-sup) take the
-variant; the compute-matched ``vit_small_data_matched`` is left out (not trained); every other
-role keeps its bundled model. Each group runs through ``vitlens.reproduce.run_group`` with its
-random-init controls, exactly as FINDINGS.md is made, and one Markdown table row per finding is
-printed beside the bundled zoo's verdict (read from docs/FINDINGS.md). The bundled zoo is not
-touched.
+OUT holds weights trained by ``tools/train_vit_variant.py``. The zoo names it has weights for
+(``vit-cls``, ``vit-gap``, ``vit-sup``) are built in the variant's shape and read from OUT, for
+the trained models and for their random-init controls alike (the zoo's own initialisation);
+the compute-matched ``vit_small_data_matched`` is left out (not trained), and every other zoo
+name keeps its bundled model (Fig 8's no-skip pair stays the bundled 6-block one). Each group
+runs through ``vitlens.reproduce.run_group`` with its random-init controls, exactly as
+FINDINGS.md is made, and one Markdown table row per finding is printed beside the bundled
+zoo's verdict (read from docs/FINDINGS.md). The bundled zoo is not touched.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_vit_variant import set_shape  # noqa: E402
+from train_vit_variant import shaped  # noqa: E402
 
-ROLE_WEIGHTS = {"vit": "vit-cls", "vit_gap": "vit-gap", "vit_small_data": "vit-sup"}
+VARIANT_NAMES = ("vit-cls", "vit-gap", "vit-sup")
 GROUPS = ("01", "02", "03", "04", "05", "06", "08")
 
 
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--heads", type=int)
     parser.add_argument("--depth", type=int)
+    parser.add_argument("--patch", type=int)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--groups", nargs="+", default=list(GROUPS))
     parser.add_argument("--quick", action="store_true", help="QUICK settings (a smoke run)")
     args = parser.parse_args()
@@ -48,14 +51,26 @@ def main() -> None:
 
     from vitlens.reproduce import FULL, QUICK, models, run_group
     from vitlens.zoo import registry
+    from vitlens.zoo._specs import canonical
 
-    torch.set_num_threads(1)
-    set_shape(args.heads, args.depth)
+    torch.set_num_threads(args.threads)
+    variant = {n for n in VARIANT_NAMES if (args.out / "weights" / f"{n}.safetensors").is_file()}
+    create, weights_path = registry.create, registry.weights_path
+
+    def variant_create(name: str) -> torch.nn.Module:
+        if canonical(name) not in variant:
+            return create(name)
+        with shaped(args.heads, args.depth, args.patch):
+            return create(name)
+
+    def variant_weights(name: str) -> Path:
+        short = canonical(name)
+        return args.out / "weights" / f"{short}.safetensors" if short in variant else \
+            weights_path(name)
+
+    registry.create, registry.weights_path = variant_create, variant_weights
+    print(f"variant models: {sorted(variant)}\n", flush=True)
     M: dict = dict(models("zoo"))
-    for role, name in ROLE_WEIGHTS.items():
-        file = args.out / "weights" / f"{name}.safetensors"
-        if file.is_file():
-            M[role] = registry.load(name, file)
     M["vit_small_data_matched"] = None
     bundled = bundled_verdicts(Path(__file__).parents[1] / "docs" / "FINDINGS.md")
     print("| figure | paper finding | variant value | control (random init) | margin | rule | "
