@@ -26,10 +26,10 @@ def set_shape(heads: int | None = None, depth: int | None = None,
     returns their previous keyword arguments."""
     from vitlens.zoo import architectures
 
-    before = {}
+    # vit-noskip shares vit-cls's kwargs dict: take every copy before changing any
+    before = {arch: dict(architectures.ARCHITECTURES[arch]["kwargs"]) for arch in VIT_ARCHES}
     for arch in VIT_ARCHES:
         kwargs = architectures.ARCHITECTURES[arch]["kwargs"]
-        before[arch] = dict(kwargs)
         for key, value in (("num_heads", heads), ("depth", depth), ("patch_size", patch)):
             if value is not None:
                 kwargs[key] = value
