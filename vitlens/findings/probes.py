@@ -126,8 +126,9 @@ def linear_probes(cls_probe, gap_probe=None, small_data_probe=None,
             f"mean {fmt(g_mean)}, single token {fmt(g_tok)}; "
             + _interval_note(m, lo, hi, len(gap_probe.meta.get("seeds", [])), ok),
             why_not="a single top token of our 6-block GAP ViT carries less of the class than "
-                    "the pooled tokens; we think a deeper ViT, with more global blocks to mix "
-                    "over, closes the gap"))
+                    "the pooled tokens; more depth alone does not close the gap (a 12-block "
+                    "GAP ViT trained the same way: 0.079, docs/ZOO.md 3o), so we think it takes "
+                    "the paper's data scale"))
     m, lo, hi, ok = _paired(cls_probe, top, "cls", cls_probe, top, "mean")
     rows.append(finding(
         "Fig 11", "each model does best with its own aggregation (CLS model: CLS beats "
