@@ -164,10 +164,10 @@ def findings_markdown(groups: Sequence[Any], *, settings: Any = None,
     met = [r for r in rows if any(r.control_passes)]
     behind = sum(math.isfinite(r.margin) and r.margin <= 0 for r in met)
     ceiling = (f" A random-init control meets the paper's rule in {len(met)} of the {len(rows)} "
-               f"rows, and lies at or beyond the trained value in {behind} of those: there, "
-               "meeting the rule says nothing about training, and a row becomes evidence only "
-               "where the trained models clear every control by more than the controls' "
-               "spread." if met else "")
+               f"rows (at or beyond the trained value in {behind} of them). Those rows stay "
+               "inconclusive or not reproduced whatever the trained models score, because the "
+               "controls do not depend on training: with these architectures, images and "
+               f"statistics, at most {len(rows) - len(met)} rows can reproduce." if met else "")
     parts = [_HEADER.format(
         version=__version__, quick=", quick mode (few images: a smoke run)" if quick else "",
         settings=", ".join(f"{k}={v}" for k, v in vars(settings).items()) if settings else "-",
