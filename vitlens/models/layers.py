@@ -8,7 +8,7 @@ from ._convnext import convnext_catalog
 from ._mixer import mixer_catalog
 from ._resnet import resnet_catalog, resnetv2_catalog
 from ._vit import vit_catalog
-from .catalog import LayerCatalog, LayerPoint, feature_info_points
+from .catalog import LayerCatalog, LayerPoint, feature_info_points, pair
 
 UNSUPPORTED = (
     "vitlens has no layer catalog for {name} and it has no timm feature_info. Supported "
@@ -63,8 +63,7 @@ def layer_catalog(model: nn.Module) -> LayerCatalog:
         if not points:
             raise TypeError(UNSUPPORTED.format(name=type(model).__name__))
         grid = getattr(getattr(model, "patch_embed", None), "grid_size", None)
-        catalog = LayerCatalog("other", points,
-                               grid_size=tuple(int(g) for g in grid) if grid else None)
+        catalog = LayerCatalog("other", points, grid_size=pair(grid) if grid else None)
     return catalog
 
 
