@@ -151,6 +151,8 @@ def test_localization_click_shows_cka_with_input_patches(vit):
     assert "unknown layer or kind 'mlp_hidden_typo'" in ex.message.text
     ex.layers.value = "attn"
     assert ex.message.text == "" and ex.layer_names == ["blocks.0.attn", "blocks.1.attn"]
+    assert ex.wait(120)  # its computation must not run on into the next test's forward passes
+    assert ex.message.text == "" and ex.current_layer == "blocks.1.attn"
     assert repr(ex).startswith("LocalizationExplorer(vit_tiny_patch16_224")
 
 

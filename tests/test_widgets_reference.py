@@ -5,6 +5,8 @@ This module holds helpers only; pytest collects no tests from it.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import torch
 
@@ -44,17 +46,27 @@ def minibatch_cka(feats_a: list[np.ndarray], feats_b: list[np.ndarray],
 
 def capture_outputs(model: torch.nn.Module, x: torch.Tensor, modules: list[str],
                     pre: bool = False) -> list[np.ndarray]:
-    """Outputs (or first inputs, ``pre=True``) of named submodules, as float64 arrays."""
+    """Outputs (or first inputs, ``pre=True``) of named submodules, as float64 arrays.
+
+    Only this thread's forward pass is recorded: a widget of an earlier test may still be
+    computing on the same model in its background thread.
+    """
     store: dict[str, torch.Tensor] = {}
     handles = []
+    me = threading.get_ident()
+
+    def keep(name: str, t: torch.Tensor) -> None:
+        if threading.get_ident() == me:
+            store[name] = t.detach().clone()
+
     for name in modules:
         mod = model.get_submodule(name)
         if pre:
             handles.append(mod.register_forward_pre_hook(
-                lambda _m, args, name=name: store.__setitem__(name, args[0].detach().clone())))
+                lambda _m, args, name=name: keep(name, args[0])))
         else:
             handles.append(mod.register_forward_hook(
-                lambda _m, _a, out, name=name: store.__setitem__(name, out.detach().clone())))
+                lambda _m, _a, out, name=name: keep(name, out)))
     try:
         with torch.no_grad():
             model(x)
