@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--heads", type=int, default=None, help="attention heads of a variant")
     p.add_argument("--depth", type=int, default=None, help="blocks of a variant")
     p.add_argument("--patch", type=int, default=None, help="patch size of a variant")
+    p.add_argument("--width", type=int, default=None, help="embedding width of a variant")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0, help="init seed of a 'random' model")
     args = p.parse_args()
@@ -48,7 +49,7 @@ def main() -> None:
     from vitlens.zoo import registry
 
     torch.set_num_threads(args.threads)
-    set_shape(args.heads, args.depth, args.patch)  # a variant (tools/train_vit_variant.py)
+    set_shape(args.heads, args.depth, args.patch, args.width)  # a variant (tools/train_vit_variant.py)
     if args.weights == "bundled":
         model = vitlens.load_model(f"vitlens/{args.name}")
     elif args.weights == "random":

@@ -1,6 +1,6 @@
-"""Train the zoo's ViT recipe with another shape: heads and/or depth (docs/ZOO.md 3m, 3o).
+"""Train the zoo's ViT recipe with another shape: heads, depth, patch or width (docs/ZOO.md 3m, 3o, 3p).
 
-    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--patch 4] [--models ...]
+    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--patch 4] [--width 128] [--models ...]
 
 Everything else is the bundled recipe: the masked-patch backbone (``vit-mim``, 5,000 steps),
 the plain fine-tunes ``vit-cls`` and ``vit-gap`` from it, and the supervised-only ``vit-sup``,
@@ -21,7 +21,7 @@ VIT_ARCHES = ("vit-cls", "vit-gap", "vit-mim", "vit-noskip")
 
 
 def set_shape(heads: int | None = None, depth: int | None = None,
-              patch: int | None = None) -> dict[str, dict]:
+              patch: int | None = None, width: int | None = None) -> dict[str, dict]:
     """Change the zoo's ViT architectures in this process (the bundled files are untouched);
     returns their previous keyword arguments."""
     from vitlens.zoo import architectures
@@ -30,7 +30,8 @@ def set_shape(heads: int | None = None, depth: int | None = None,
     before = {arch: dict(architectures.ARCHITECTURES[arch]["kwargs"]) for arch in VIT_ARCHES}
     for arch in VIT_ARCHES:
         kwargs = architectures.ARCHITECTURES[arch]["kwargs"]
-        for key, value in (("num_heads", heads), ("depth", depth), ("patch_size", patch)):
+        for key, value in (("num_heads", heads), ("depth", depth), ("patch_size", patch),
+                           ("embed_dim", width)):
             if value is not None:
                 kwargs[key] = value
     return before
@@ -38,11 +39,11 @@ def set_shape(heads: int | None = None, depth: int | None = None,
 
 @contextmanager
 def shaped(heads: int | None = None, depth: int | None = None,
-           patch: int | None = None) -> Iterator[None]:
+           patch: int | None = None, width: int | None = None) -> Iterator[None]:
     """:func:`set_shape` for the duration of a ``with`` block only."""
     from vitlens.zoo import architectures
 
-    before = set_shape(heads, depth, patch)
+    before = set_shape(heads, depth, patch, width)
     try:
         yield
     finally:
@@ -57,6 +58,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int)
     parser.add_argument("--depth", type=int)
     parser.add_argument("--patch", type=int, help="patch size (64 px images)")
+    parser.add_argument("--width", type=int, help="embedding width (the zoo's is 64)")
     parser.add_argument("--models", nargs="+", default=["vit-mim", "vit-cls", "vit-gap", "vit-sup"])
     args = parser.parse_args()
     import torch
@@ -64,7 +66,7 @@ def main() -> None:
     from vitlens.zoo import train
 
     torch.set_num_threads(1)
-    set_shape(args.heads, args.depth, args.patch)
+    set_shape(args.heads, args.depth, args.patch, args.width)
     t0 = time.time()
     for name in args.models:
         card = train.train_model(name, out=args.out, progress=False)

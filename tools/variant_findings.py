@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--heads", type=int)
     parser.add_argument("--depth", type=int)
     parser.add_argument("--patch", type=int)
+    parser.add_argument("--width", type=int)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--groups", nargs="+", default=list(GROUPS))
     parser.add_argument("--quick", action="store_true", help="QUICK settings (a smoke run)")
@@ -60,7 +61,7 @@ def main() -> None:
     def variant_create(name: str) -> torch.nn.Module:
         if canonical(name) not in variant:
             return create(name)
-        with shaped(args.heads, args.depth, args.patch):
+        with shaped(args.heads, args.depth, args.patch, args.width):
             return create(name)
 
     def variant_weights(name: str) -> Path:
