@@ -31,7 +31,7 @@ def bundled_verdicts(doc: Path) -> dict[tuple[str, str], str]:
     """(figure, paper finding) -> verdict, for every table row of FINDINGS.md."""
     rows = {}
     for line in doc.read_text().splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         if len(cells) == 9 and cells[0].startswith(("Fig", "App")):
             rows[cells[0], cells[1]] = re.sub(r"\*", "", cells[7])
     return rows
