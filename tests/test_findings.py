@@ -178,6 +178,24 @@ def _local(r, model="vit"):
                                    {"model": model, "blocks": list(range(len(r)))})
 
 
+def test_depth_trend_why_not_names_what_breaks_the_order():
+    # a one-step rise: block 0 local, blocks 1-5 flat within 1 px (docs/ZOO.md 3p's width-128
+    # ViT): the upper half is 2.8 px farther, but rho reads sub-pixel noise
+    flat = [22.4, 31.4, 31.8, 31.7, 31.0, 31.5]
+    row = _by_figure(F.attention_distance(_dist(np.repeat(np.array(flat)[:, None], 2, 1))),
+                     "upper half")
+    assert row.value == pytest.approx(np.mean(flat[3:]) - np.mean(flat[:3])) and row.value >= 2
+    assert not row.reproduced
+    assert "blocks 1-5 all lie within 1 px of each other" in row.note
+    assert "block(s)" not in row.note  # no empty list of blocks out of order
+    # a block more than 1 px farther than one above it is named
+    broken = [10.0, 33.0, 32.0, 25.0, 31.0, 30.0]  # rise 3.7 px, rho 0.03
+    row = _by_figure(F.attention_distance(_dist(np.repeat(np.array(broken)[:, None], 2, 1))),
+                     "upper half")
+    assert row.value >= 2 and not row.passes
+    assert "block(s) 1, 2 look more than 1 px farther than a block above them" in row.note
+
+
 def test_attention_distance_flips():
     d = np.array([[4, 12, 28], [10, 18, 26], [20, 24, 28], [25, 26, 28]], float)
     good_sub = _subsets([4, 12, 28], [[0.6, 0.5], [0.4, 0.3], [0.2, 0.1]])

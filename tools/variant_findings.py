@@ -1,6 +1,6 @@
 """Every finding's verdict with a ViT variant in place of the bundled ViTs (docs/ZOO.md 3o).
 
-    python tools/variant_findings.py OUT --depth 12 [--heads N] [--groups 01 02 ...] [--quick]
+    python tools/variant_findings.py OUT --depth 12 [--heads N] [--width W] [--groups 01 02 ...] [--quick] [--notes]
 
 OUT holds weights trained by ``tools/train_vit_variant.py``. The zoo names it has weights for
 (``vit-cls``, ``vit-gap``, ``vit-sup``) are built in the variant's shape and read from OUT, for
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--groups", nargs="+", default=list(GROUPS))
     parser.add_argument("--quick", action="store_true", help="QUICK settings (a smoke run)")
+    parser.add_argument("--notes", action="store_true", help="print each row's note below it")
     args = parser.parse_args()
     import torch
 
@@ -84,6 +85,8 @@ def main() -> None:
             prior = bundled.get((f.figure, f.paper_finding), "?")
             print(f"| {f.figure} | {f.paper_finding} | {f.value:.3f} | {f.control_text()} | "
                   f"{f.margin_text()} | {f.rule} | {f.verdict} | {prior} |", flush=True)
+            if args.notes:
+                print(f"<!-- {f.figure}: {f.note} -->", flush=True)
     print("\nvariant:", ", ".join(f"{v}: {n}" for v, n in sorted(counts.items())))
 
 

@@ -24,6 +24,8 @@ statistics", says what they replace and why):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ._core import Finding, finding, fmt, halves, spearman
@@ -74,6 +76,27 @@ def mixed_blocks(locality) -> list[int]:
     """The lower-half blocks that hold both a local and a global head (where Fig 5's order of
     heads can show)."""
     return [b for b, n_local, n_global in lower_head_kinds(locality) if n_local and n_global]
+
+
+def _why_order_breaks(blocks: Sequence[int], per_block: np.ndarray) -> str:
+    """Why rho misses although the upper half is farther: which blocks break the order."""
+    dist = ", ".join(fmt(v, 1) for v in per_block)
+    above = [int(blocks[i]) for i in range(len(per_block) - 1)
+             if per_block[i] > np.nanmin(per_block[i + 1:]) + 1.0]
+    if above:
+        return (f"the upper blocks are more global, but the order breaks: block(s) "
+                f"{', '.join(map(str, above))} look more than 1 px farther than a block above "
+                f"them ({dist} px), so the distance does not rise steadily with depth")
+    # no block is 1 px out of order: the rank correlation reads sub-pixel differences
+    n = len(per_block)
+    k = next((i for i in range(n - 1)
+              if np.nanmax(per_block[i:]) - np.nanmin(per_block[i:]) <= 1.0), None)
+    if k is None:
+        return (f"no block looks more than 1 px farther than a block above it ({dist} px), "
+                "but sub-pixel inversions keep the rank correlation below the bar")
+    return (f"the rise happens below block {int(blocks[k])}: blocks {int(blocks[k])}-"
+            f"{int(blocks[-1])} all lie within 1 px of each other ({dist} px), so their "
+            "order, and with it rho, is noise rather than a rise with depth")
 
 
 def attention_distance(distance, head_subsets=None, small_data=None, *, locality=None,
@@ -129,12 +152,7 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
     rho = spearman(blocks, per_block)
     why_trend = _WHY_GLOBAL
     if rise >= MIN_RISE_PX:  # the rise is there; say where the order breaks
-        above = [int(distance.blocks[i]) for i in range(len(per_block) - 1)
-                 if per_block[i] > np.nanmin(per_block[i + 1:]) + 1.0]
-        why_trend = (f"the upper blocks are more global, but the order breaks: block(s) "
-                     f"{', '.join(map(str, above))} look farther than a block above them "
-                     f"({', '.join(fmt(v, 1) for v in per_block)} px), so the distance "
-                     "does not rise steadily with depth")
+        why_trend = _why_order_breaks(distance.blocks, per_block)
     rows.append(finding(
         "Fig 3, 4", "attention becomes more global with depth",
         "mean head distance, upper half of the blocks - lower half (px)", rise,
