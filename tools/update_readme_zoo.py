@@ -80,8 +80,9 @@ Training time: all {len(order)} models take about {total / 60:.0f} minutes with
 above, measured beside other jobs; the masked-patch pretraining is most of it). Training is
 seeded and repeats exactly with the same thread count (`--threads`, recorded on each card);
 with another thread count float rounding changes the trajectory and the numbers move a
-little. `python -m vitlens.zoo.train vit-mim --threads 1` reproduces the bundled backbone bit
-for bit (checked on a short run).
+little. Checked on 2026-12-01 (docs/ZOO.md 3n): the command's 24 models, trained as two
+processes side by side (one thread each, about 70 minutes of wall time), reproduced all 24
+bundled weight files bit for bit; the cards differ only in their wall times.
 
 """
 p = root / "README.md"

@@ -216,6 +216,7 @@ def _why_no_order(head_subsets, subset_distance, locality) -> str:
                 "the paper orders the local and global heads of one block, and ours has no such "
                 "block to order (for the zoo, docs/ZOO.md 3m measures the order where a low "
                 "block has both, and finds block 0's input barely more ResNet-like than a "
-                "random-init ViT's)")
+                "random-init ViT's; nor has block 0 a global head in the 12-block and "
+                "128-wide variants, 3o and 3p)")
     return (f"the more global heads of block {block} are not less similar to the ResNet "
             f"(lower-half head kinds: {counts})")
