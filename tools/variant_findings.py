@@ -1,4 +1,4 @@
-"""Every finding's verdict with a ViT variant in place of the bundled ViTs (docs/ZOO.md 3o).
+"""Every finding's verdict with a ViT variant in place of the bundled ViTs (docs/ZOO.md 3o, 3p).
 
     python tools/variant_findings.py OUT --depth 12 [--heads N] [--width W] [--groups 01 02 ...] [--quick] [--notes]
 
