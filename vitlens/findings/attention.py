@@ -78,19 +78,23 @@ def mixed_blocks(locality) -> list[int]:
     return [b for b, n_local, n_global in lower_head_kinds(locality) if n_local and n_global]
 
 
+#: How far (px) a block may look beyond one above it before the note calls it out of order
+#: (wording of the "why not" only; the verdict's rule is MIN_RISE_PX and MIN_DEPTH_RHO).
+_OUT_OF_ORDER_PX = 1.0
+
+
 def _why_order_breaks(blocks: Sequence[int], per_block: np.ndarray) -> str:
     """Why rho misses although the upper half is farther: which blocks break the order."""
     dist = ", ".join(fmt(v, 1) for v in per_block)
     above = [int(blocks[i]) for i in range(len(per_block) - 1)
-             if per_block[i] > np.nanmin(per_block[i + 1:]) + 1.0]
+             if per_block[i] > np.nanmin(per_block[i + 1:]) + _OUT_OF_ORDER_PX]
     if above:
         return (f"the upper blocks are more global, but the order breaks: block(s) "
                 f"{', '.join(map(str, above))} look more than 1 px farther than a block above "
                 f"them ({dist} px), so the distance does not rise steadily with depth")
     # no block is 1 px out of order: the rank correlation reads sub-pixel differences
-    n = len(per_block)
-    k = next((i for i in range(n - 1)
-              if np.nanmax(per_block[i:]) - np.nanmin(per_block[i:]) <= 1.0), None)
+    k = next((i for i in range(len(per_block) - 1)
+              if np.nanmax(per_block[i:]) - np.nanmin(per_block[i:]) <= _OUT_OF_ORDER_PX), None)
     if k is None:
         return (f"no block looks more than 1 px farther than a block above it ({dist} px), "
                 "but sub-pixel inversions keep the rank correlation below the bar")
