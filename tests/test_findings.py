@@ -28,6 +28,7 @@ from vitlens.analyses import (
     ResidualResult,
     skip_removal_structure,
 )
+from vitlens.findings.probes import MAX_GAP_TOKEN_GAP
 
 
 def _by_figure(rows, text):
@@ -350,22 +351,65 @@ def test_skip_connections_flip():
                                     noskip_block=3)
     control = skip_removal_structure(SimilarityResult(_uniform(len(names), 0.8), names, names),
                                      noskip_block=None)
-    rows = F.skip_connections(vit, res, noskip, control, accuracy=0.90, accuracy_noskip=0.86)
+    normal = np.r_[np.ones(900), np.zeros(100)]  # 90% right; without skips 4 points fewer
+    without = normal.copy()
+    without[:40] = 0
+    rows = F.skip_connections(vit, res, noskip, control, accuracy=normal,
+                              accuracy_noskip=without)
     assert all(r.reproduced for r in rows), [str(r) for r in rows]
     # geometric means: ViT spatial 10, ResNet sqrt(2) -> factor 10 / sqrt(2)
     assert _by_figure(rows, "ViT / ResNet").value == pytest.approx(10 / math.sqrt(2))
     assert _by_figure(rows, "first half").value == pytest.approx(
         np.mean(np.log10([10, 10, 8, 8])))
-    assert _by_figure(rows, "percentage points").value == pytest.approx(4.0)
+    # the paired interval by hand: 40 of 1,000 differences are 1, the rest 0
+    from scipy.stats import t as student
+
+    d = np.r_[np.ones(40), np.zeros(960)]
+    half = student.ppf(0.975, 999) * d.std(ddof=1) / np.sqrt(1000)
+    assert _by_figure(rows, "percentage points").value == pytest.approx(100 * (0.04 - half))
     assert _by_figure(rows, "best two-group split").value == 0
     # swap the CLS phases, bring ResNet ratios up, move the split, make removal free
     vit2 = _residual([1, 1, 2, 2, 100, 100, 80, 80], [10] * 8, blocks)
     res2 = _residual([np.nan] * 4, [20, 20, 40, 40], [0, 0, 1, 1])
     noskip2 = skip_removal_structure(SimilarityResult(_noskip_matrix(names, 2), names, names),
                                      noskip_block=3)
-    rows2 = F.skip_connections(vit2, res2, noskip2, noskip2, accuracy=0.90,
-                               accuracy_noskip=0.90)
+    rows2 = F.skip_connections(vit2, res2, noskip2, noskip2, accuracy=normal,
+                               accuracy_noskip=normal)
     assert not any(r.reproduced for r in rows2), [str(r) for r in rows2]
+
+
+def test_fig8_accuracy_cost_is_judged_on_its_interval_over_test_images():
+    """0.54 points on 5,000 images with 111 images right only with skips and 84 only without
+    (the zoo's): the interval includes no cost, so the rule fails where the plain difference
+    met it; plain accuracies are shown but not judged; mismatched image sets are refused."""
+    from scipy.stats import t as student
+
+    names = [f"blocks.{b}.{p}" for b in range(6) for p in ("attn", "mlp")]
+    noskip = skip_removal_structure(SimilarityResult(_noskip_matrix(names, 3), names, names),
+                                    noskip_block=3)
+    blocks = [0, 0, 1, 1]
+    vit = _residual([10, 10, 1, 1], [5] * 4, blocks)
+    res = _residual([np.nan] * 4, [1] * 4, blocks)
+    both = np.r_[np.ones(4674), np.zeros(131)]  # right (4,674) or wrong (131) for both
+    normal = np.r_[both, np.ones(111), np.zeros(84)]
+    without = np.r_[both, np.zeros(111), np.ones(84)]
+
+    def cost(a, b):
+        return _by_figure(F.skip_connections(vit, res, noskip, accuracy=a, accuracy_noskip=b),
+                          "percentage points")
+
+    row = cost(normal, without)
+    d = normal - without
+    low = 100 * (d.mean() - student.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size))
+    assert 100 * d.mean() == pytest.approx(0.54) and low < 0
+    assert row.value == pytest.approx(low) and not row.passes
+    assert "0.54 [" in row.note and "111 images" in row.note and "84)" in row.note
+    plain = cost(0.9736, 0.9682)  # the same two accuracies as plain numbers
+    assert not plain.passes and math.isnan(plain.value) and "not judged" in plain.note
+    with pytest.raises(ValueError, match="same test images"):
+        cost(normal, without[:-1])
+    with pytest.raises(ValueError, match="0/1"):
+        cost(normal * 0.9, without)
 
 
 # --- Fig 9, 10 -----------------------------------------------------------------------------
@@ -451,11 +495,16 @@ def test_probe_comparisons_are_judged_on_the_interval_over_probe_seeds():
     low = diffs.mean() - student.ppf(0.975, 9) * diffs.std(ddof=1) / np.sqrt(10)
     assert own.value == pytest.approx(low) and low < 0 < diffs.mean()
     assert not own.passes and "0.004" in own.note
-    clean = per_seed.copy()
-    clean[:, 1, 0] = 0.5 + 0.004  # the same mean, every seed agreeing
-    steady = ProbeResult({"accuracy": clean.mean(0), "accuracy_std": clean.std(0),
-                          "per_seed": clean}, noisy.meta)
-    assert _by_figure(F.linear_probes(steady), "CLS - mean-pooled").passes
+    def steady(gap):  # every seed agreeing: an interval of no width at ``gap``
+        clean = per_seed.copy()
+        clean[:, 1, 0] = 0.5 + gap
+        return _by_figure(F.linear_probes(ProbeResult(
+            {"accuracy": clean.mean(0), "accuracy_std": clean.std(0), "per_seed": clean},
+            noisy.meta)), "CLS - mean-pooled")
+
+    # "beats" must leave the band the GAP row calls "about as good" (0.05), not just 0
+    assert not steady(0.004).passes and not steady(MAX_GAP_TOKEN_GAP - 0.005).passes
+    assert steady(0.06).passes and steady(0.06).rule == f"> {MAX_GAP_TOKEN_GAP}"
     with pytest.raises(ValueError, match="same seeds"):
         F.linear_probes(noisy, None, _probe([[0.3, 0.2, 0.2], [0.5, 0.4, 0.3]], aggs, "s",
                                             seeds=3))

@@ -116,7 +116,8 @@ g.charts["fig13_probes_by_data"]
 # 1. CLS model: CLS accuracy minus single-token accuracy (lower end).
 # 2. GAP model: mean-pooled minus single-token accuracy (upper end; small: interchangeable
 #    tokens).
-# 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy (lower end above 0).
+# 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy (lower end above 0.05,
+#    the band within which row 2 calls two aggregations "about as good").
 # 4. Fig 13: at the middle block, the mean-pooled accuracy, full-data minus small-data model
 #    (lower end; the lower of the two where the compute-matched model exists).
 #

@@ -36,13 +36,13 @@ from .config import (
     test_images,
 )
 from .display import static_charts
-from .groups import GROUPS, Group, data_probe_chart, top_layer, zoo_accuracy
+from .groups import GROUPS, Group, data_probe_chart, top_layer, zoo_accuracy, zoo_correct
 from .markdown import findings_markdown
 
 __all__ = ["CONTROL_SEEDS", "FULL", "GROUPS", "PRETRAINED_MODELS", "QUICK", "ROLES", "ZOO_MODELS", "Group",
            "Settings", "data_probe_chart", "findings_markdown", "models", "patch_size",
            "probe_images", "reproduce", "run_group", "run_groups", "static_charts", "test_images", "top_layer",
-           "write_outputs", "zoo_accuracy"]
+           "write_outputs", "zoo_accuracy", "zoo_correct"]
 
 
 def run_group(notebook: str, model_names: Mapping[str, Any] | None = None,

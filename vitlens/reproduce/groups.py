@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from .. import findings as F
@@ -136,6 +137,27 @@ def zoo_accuracy(name: Any) -> float | None:
         return None
 
 
+def zoo_correct(model: Any) -> np.ndarray | None:
+    """Per-image correctness (one bool per image, in order) of a zoo model, or of a module of a
+    zoo architecture (a random-init control), on the test split its card records (the images
+    its ``test_accuracy`` was measured on); ``None`` for models outside the zoo."""
+    from .. import zoo
+    from ..models import load_model
+    from ..zoo.train import correct_by_image
+
+    tag = (str((getattr(model, "pretrained_cfg", {}) or {}).get("tag", ""))
+           if isinstance(model, nn.Module) else model)
+    if not isinstance(tag, str) or not tag.startswith("vitlens/"):
+        return None
+    try:
+        test = zoo.card(tag)["test"]
+    except (FileNotFoundError, KeyError):
+        return None
+    module = model if isinstance(model, nn.Module) else load_model(model)
+    return correct_by_image(module, n=test["n"], seed=test["seed"], domain=test["domain"],
+                            split=test["split"])
+
+
 def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
     from ..analyses import residual_ratio, skip_removal_structure
     from ..api import cka
@@ -157,8 +179,8 @@ def run_skip_connections(M: Mapping[str, Any], s: Settings) -> Group:
                 "fig8_cka_noskip": noskip.chart(),
                 "fig8_cka_normal": normal.chart()}
     g.findings = F.skip_connections(vit, resnet, noskip, normal,
-                                    accuracy=zoo_accuracy(M["vit_noskip_ref"]),
-                                    accuracy_noskip=zoo_accuracy(M["vit_noskip"]))
+                                    accuracy=zoo_correct(M["vit_noskip_ref"]),
+                                    accuracy_noskip=zoo_correct(M["vit_noskip"]))
     return g
 
 

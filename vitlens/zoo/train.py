@@ -35,7 +35,7 @@ from ._out import ZooOutput
 from ._specs import CARDS_DIR, SPECS, canonical
 from .architectures import ARCHITECTURES
 
-__all__ = ["DEFAULTS", "evaluate", "main", "train_model"]
+__all__ = ["DEFAULTS", "correct_by_image", "evaluate", "main", "train_model"]
 
 DEFAULTS: dict[str, Any] = {
     "steps": 2000,  # per model; fine-tuning uses ft_steps
@@ -85,16 +85,31 @@ def evaluate(
     device: str | torch.device = "cpu",
 ) -> float:
     """Top-1 accuracy of ``model`` on ``synthetic(split, n, seed=seed, domain=domain)``."""
+    return float(correct_by_image(model, n=n, seed=seed, domain=domain, split=split,
+                                  batch_size=batch_size, device=device).mean())
+
+
+@torch.no_grad()
+def correct_by_image(
+    model: nn.Module,
+    *,
+    n: int = 1000,
+    seed: int = 10_000,
+    domain: int = 0,
+    split: str = "test",
+    batch_size: int = 500,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Whether ``model``'s top-1 class is right, one bool per image of
+    ``synthetic(split, n, seed=seed, domain=domain)`` in order (to pair two models)."""
     device = torch.device(device)
     x, y = _arrays(split, n, seed, domain)
     was_training = model.training
     model.eval()
-    correct = 0
-    for i in range(0, n, batch_size):
-        logits = model(_to_input(x[i : i + batch_size], device))
-        correct += int((logits.argmax(1).cpu() == torch.from_numpy(y[i : i + batch_size])).sum())
+    hits = [(model(_to_input(x[i : i + batch_size], device)).argmax(1).cpu().numpy()
+             == y[i : i + batch_size]) for i in range(0, n, batch_size)]
     model.train(was_training)
-    return correct / n
+    return np.concatenate(hits)
 
 
 def _schedule(step: int, steps: int, warmup: int) -> float:
