@@ -178,6 +178,28 @@ def test_mean_cka_with_a_large_channel_offset_matches_a_float64_reference(offset
 # ---------------------------------------------------------------------------------------------
 
 
+def test_feature_route_reads_rounding_as_zero_only_at_the_rounding_scale():
+    """A layer that varies in one of six examples has a zero U-centred Gram: the feature
+    route's self-HSIC is exactly 0 (its terms cancel to +-1e-17 by the luck of the summation
+    order, which made the NaN machine-dependent), while a real layer at any scale is kept."""
+    from vitlens.similarity._engine import batch_hsic
+
+    one = torch.tensor([[0.0], [0.0], [0.0], [0.0], [0.0], [1.0]], dtype=torch.float64)
+    for scale in (1.0, 1e-60, 1e60):  # HSIC grows as scale^4: 1e60 stays finite
+        _, aa, _, _, _ = batch_hsic([one * scale], None, gram_dtype=torch.float64,
+                                    route="feature")
+        assert float(aa[0]) == 0.0, scale
+    rng = np.random.default_rng(1)
+    x, y = (torch.from_numpy(rng.normal(size=(6, 3))) for _ in range(2))
+    m = MinibatchCKA(route="feature")
+    m.update([x], [y])
+    want = m.compute()
+    for scale in (1e-60, 1e60):  # CKA is scale-invariant: nothing snapped, nothing lost
+        tiny = MinibatchCKA(route="feature")
+        tiny.update([x * scale], [y])
+        torch.testing.assert_close(tiny.compute(), want, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("route", ["gram", "feature"])
 def test_degenerate_layer_warning_says_what_was_measured(route):
     x = torch.tensor([[0.0], [0.0], [0.0], [0.0], [0.0], [1.0]])  # not constant

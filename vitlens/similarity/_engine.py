@@ -220,11 +220,28 @@ def _feature_route(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch.Tens
     ab = _pairs(sa, sb)
     const_a = [bool((s[0] == 0).all()) for s in sa]
     if feats_b is None:
-        aa = ab.diagonal().clone()
+        aa = _zero_to_rounding(ab.diagonal().clone(), sa, n)
         return ab, aa, aa, const_a, const_a
-    aa = torch.stack([_pairs([s], [s])[0, 0] for s in sa])
-    bb = torch.stack([_pairs([s], [s])[0, 0] for s in sb])
+    aa = _zero_to_rounding(torch.stack([_pairs([s], [s])[0, 0] for s in sa]), sa, n)
+    bb = _zero_to_rounding(torch.stack([_pairs([s], [s])[0, 0] for s in sb]), sb, n)
     return ab, aa, bb, const_a, [bool((s[0] == 0).all()) for s in sb]
+
+
+#: Relative rounding allowance of the feature route's self-HSIC, per example (times float64's
+#: epsilon): its four terms, each at most about ``tr(K)^2``, cancel exactly for a layer whose
+#: U-centred Gram is zero, and leave about ``n * eps * tr(K)^2`` of either sign. A real layer
+#: sits near ``tr(K)^2 / d`` or above (d features), millions of times larger.
+_SELF_HSIC_ROUNDING = 16.0
+
+
+def _zero_to_rounding(self_hsic: torch.Tensor, stats: list[tuple[torch.Tensor, ...]],
+                      n: int) -> torch.Tensor:
+    """``n HSIC_1(K, K)`` per layer, with values within the rounding of its terms set to 0
+    (so a layer that varies in too few examples reads as 0 on every machine, not as +-1e-17
+    by the luck of the summation order)."""
+    trace = torch.stack([s[1].sum() for s in stats])  # tr(K) of the centred features
+    allowance = _SELF_HSIC_ROUNDING * n * torch.finfo(torch.float64).eps * trace.square() / (n - 3)
+    return torch.where(self_hsic.abs() <= allowance, torch.zeros_like(self_hsic), self_hsic)
 
 
 def _use_feature_route(n: int, dims_a: list[int], dims_b: list[int] | None,

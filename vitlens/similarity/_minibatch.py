@@ -254,7 +254,9 @@ class MinibatchCKA:
         self._warn_constant(aa, "A", "row")
         if not self.self_comparison:
             self._warn_constant(bb, "B", "column")
-        return ab / torch.sqrt(aa[:, None] * bb[None, :])
+        out = ab / torch.sqrt(aa[:, None] * bb[None, :])
+        undefined = (aa <= 0)[:, None] | (bb <= 0)[None, :]  # 0 / 0 or x / 0: NaN, as warned
+        return out.masked_fill(undefined, float("nan"))
 
     def _warn_constant(self, diag: torch.Tensor, side: str, axis: str) -> None:
         # HSIC_1(K, K) >= 0; the feature route can give -1e-17 where the Gram route gives 0
