@@ -1,6 +1,7 @@
 """Models outside the detailed families fall back to timm's ``feature_info`` stages, and
-their layouts are read from each activation: Swin's and SAM's maps are NHWC, EVA's and BEiT's
-blocks are tokens behind a CLS token, CaiT's blocks are tokens without one, CNNs are NCHW.
+their layouts are read from each activation: Swin's and SAM's maps are NHWC, CaiT's blocks are
+tokens without a CLS token, CNNs are NCHW. EVA (tokens behind a CLS token) has the ViT
+catalog now, and its points are read the same way.
 
 Before, every fallback stage was taken as NCHW, so ``token_mode="mean"`` averaged the wrong
 axes (Swin's block CKA came out 0.25 where it is 0.999). The reference here pools each hooked
@@ -51,7 +52,7 @@ def test_fallback_stages_are_pooled_over_their_own_spatial_axes(label):
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, **kw).eval()
     catalog = vitlens.layer_catalog(model)
-    assert catalog.family == "other"
+    assert catalog.family == ("vit" if arch.startswith("eva") else "other")
     names = [p.name for p in catalog.points]
     images = torch.randn(12, 3, 64, 64)
     seen: dict[str, torch.Tensor] = {}
@@ -63,13 +64,16 @@ def test_fallback_stages_are_pooled_over_their_own_spatial_axes(label):
     finally:
         for h in hooks:
             h.remove()
-    feats = [_pool(seen[n], layout, npt) for n in names]
+    def prefix(n):  # the patch embedding comes before the CLS token is prepended
+        return 0 if n == "patch_embed" else npt
+
+    feats = [_pool(seen[n], layout, prefix(n)) for n in names]
     ref = np.array([[cka1(a, b) for b in feats] for a in feats])
     np.testing.assert_allclose(res.matrix, ref, rtol=0, atol=1e-8)
     for n in names:
         point = resolved(seen[n], catalog[n], catalog.grid_size)
         assert point.layout == layout, n
-        assert point.num_prefix_tokens == (npt if layout == "tokens" else 0), n
+        assert point.num_prefix_tokens == (prefix(n) if layout == "tokens" else 0), n
 
 
 def test_cls_mode_follows_the_tokens_actually_there():

@@ -4,8 +4,12 @@ timm computes attention with the fused ``scaled_dot_product_attention``, so hook
 ``attn_drop`` or the softmax record nothing. :class:`AttentionCapture` registers a forward
 *pre*-hook on every ``blocks[i].attn`` and recomputes the probabilities from the module's own
 ``qkv``, ``q_norm``, ``k_norm`` and ``scale`` (exactly timm's unfused path:
-``softmax((q * scale) @ k^T)``). The model's own forward is untouched, so its outputs do not
-change.
+``softmax((q * scale) @ k^T)``), with the position terms that timm's attention families add
+inside the logits, read from the module and its call: BEiT's relative position bias (its
+own and the model's shared one) and q/v biases, ``vit_relpos_*``'s relative position module,
+EVA's rotary embedding (RoPE). The model's own forward is untouched, so its outputs do not
+change. Attention that is more than a softmax of one logit matrix per head (CaiT's talking
+heads) is refused by name.
 
 >>> with AttentionCapture(model) as cap:       # keeps the model's outputs
 ...     logits = model(x)
@@ -16,10 +20,12 @@ change.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
 from ..errors import CaptureError, NotApplicableError
@@ -48,12 +54,32 @@ class _StopForward(Exception):  # noqa: N818 - control flow, never escapes this 
 _PLAIN_CHILDREN = frozenset({"qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop"})
 
 
-def _unsupported_reason(module: nn.Module) -> str | None:
-    """Why softmax((q * scale) k^T) from ``module.qkv`` would not be ``module``'s attention
-    (``None``: it is; checked against timm's own probabilities in the tests)."""
-    from timm.models.vision_transformer import Attention
+def _timm_families() -> tuple[type, ...]:
+    """timm's attention classes whose logits :func:`attention_probs` reproduces, position
+    terms included (a timm without one of them simply lacks it)."""
+    import importlib
 
+    found = []
+    for mod, cls in (("timm.models.vision_transformer", "Attention"),
+                     ("timm.models.beit", "Attention"),
+                     ("timm.models.vision_transformer_relpos", "RelPosAttention"),
+                     ("timm.models.eva", "EvaAttention")):
+        try:
+            found.append(getattr(importlib.import_module(mod), cls))
+        except (ImportError, AttributeError):  # pragma: no cover - another timm release
+            continue
+    return tuple(found)
+
+
+def _unsupported_reason(module: nn.Module) -> str | None:
+    """Why :func:`attention_probs` would not give ``module``'s attention (``None``: it does;
+    checked against timm's own probabilities in the tests)."""
     name = type(module).__name__
+    for family in _timm_families():
+        if isinstance(module, family):  # one of timm's own: its forward is what we mirror
+            if type(module).forward is not family.forward:
+                return f"{name} overrides timm {family.__name__}'s forward"
+            return None
     attrs = [a for a in _UNSUPPORTED_ATTRS if hasattr(module, a)]
     if attrs:
         return f"{name} adds position terms inside its logits ({', '.join(attrs)})"
@@ -64,8 +90,6 @@ def _unsupported_reason(module: nn.Module) -> str | None:
     if extra:
         return (f"{name} has modules that timm's plain Attention lacks ({', '.join(extra)}), "
                 "so its probabilities are not softmax(q k^T)")
-    if isinstance(module, Attention) and type(module).forward is not Attention.forward:
-        return f"{name} overrides timm Attention's forward"
     return None
 
 
@@ -73,24 +97,26 @@ def attention_blocks(model: nn.Module) -> list[nn.Module]:
     """The ``attn`` modules of ``model.blocks``, in order.
 
     Raises:
-        NotApplicableError: the model has no ``blocks[i].attn`` of timm's plain ``Attention``
-            kind (ResNets, MLP-Mixers, ConvNeXts; attention with relative position terms,
-            RoPE or talking heads: BEiT, EVA, ``vit_relpos_*``, CaiT), naming the reason.
+        NotApplicableError: the model has no ``blocks[i].attn`` whose attention vitlens can
+            recompute (ResNets, MLP-Mixers, ConvNeXts; CaiT's talking heads; an attention
+            module of unknown kind with position terms), naming the reason.
     """
     blocks = getattr(model, "blocks", None)
     attns = [getattr(b, "attn", None) for b in blocks] if blocks is not None else []
     model_name = type(model).__name__
     if not attns or any(a is None for a in attns):
         msg = (f"{model_name} has no timm self-attention blocks (model.blocks[i].attn), so "
-               "attention maps do not apply to it. Use a ViT/DeiT-style timm model; ResNets, "
-               "MLP-Mixers and ConvNeXts have no attention.")
+               "vitlens reads no attention maps from it. Use a ViT-style timm model (ViT, "
+               "DeiT, BEiT, EVA, ...); ResNets, MLP-Mixers and ConvNeXts have no attention, "
+               "and Swin's windowed attention (model.layers[i].blocks) is not read.")
         raise NotApplicableError(msg)
     for i, a in enumerate(attns):
         reason = _unsupported_reason(a)
         if reason is not None:
             msg = (f"{model_name}'s blocks[{i}].attn cannot be recomputed from its qkv: "
-                   f"{reason}. vitlens reads attention from timm's plain Attention only "
-                   "(ViT, DeiT, DeiT III, DINOv2, CLIP and SigLIP ViTs, the zoo's ViTs).")
+                   f"{reason}. vitlens reads attention from timm's Attention (ViT, DeiT, "
+                   "DeiT III, DINOv2, CLIP and SigLIP ViTs, the zoo's ViTs), BEiT, "
+                   "vit_relpos and EVA attention.")
             raise NotApplicableError(msg)
     return attns
 
@@ -113,26 +139,40 @@ def resolve_blocks(spec: int | Iterable[int] | None, depth: int) -> list[int]:
 
 
 def attention_probs(attn: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                    is_causal: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Recompute one timm ``Attention``'s probabilities and values from its input.
+                    is_causal: bool = False, *, rope: torch.Tensor | None = None,
+                    shared_rel_pos_bias: torch.Tensor | None = None,
+                    shared_rel_pos: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Recompute one timm attention module's probabilities and values from its input.
 
     Args:
-        attn: The attention module.
+        attn: The attention module (timm's ``Attention``, BEiT's, ``RelPosAttention`` or
+            ``EvaAttention``).
         x: (B, N, C) its input.
+        attn_mask, is_causal, rope, shared_rel_pos_bias, shared_rel_pos: What its block
+            passed to it (:class:`AttentionCapture` forwards them from the call).
 
     Returns:
         ``(probs, v)``: (B, H, N, N) rows summing to 1, and (B, H, N, d) the values.
     """
-    b, n, _ = x.shape
-    heads = int(attn.num_heads)
-    qkv = attn.qkv(x).reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4)
-    q, k, v = qkv.unbind(0)
+    q, k, v = _project(attn, x)
     q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
     if q_norm is not None:
         q = q_norm(q)
     if k_norm is not None:
         k = k_norm(k)
+    if rope is not None:  # EVA: rotate the spatial tokens' queries and keys
+        from timm.layers import apply_rot_embed_cat
+
+        npt, half = int(getattr(attn, "num_prefix_tokens", 0)), bool(getattr(attn, "rotate_half",
+                                                                               False))
+        q, k = (torch.cat([t[:, :, :npt], apply_rot_embed_cat(t[:, :, npt:], rope, half=half)],
+                          dim=2).type_as(v) for t in (q, k))
     logits = (q * attn.scale) @ k.transpose(-2, -1)
+    bias = _position_bias(attn, shared_rel_pos_bias, shared_rel_pos)
+    if bias is not None:
+        logits = logits + bias
+    n = x.shape[1]
     if is_causal:
         causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         logits = logits.masked_fill(~causal, float("-inf"))
@@ -142,6 +182,49 @@ def attention_probs(attn: nn.Module, x: torch.Tensor, attn_mask: torch.Tensor | 
         else:
             logits = logits + attn_mask
     return logits.softmax(dim=-1), v
+
+
+def _project(attn: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, k, v), each (B, H, N, d), as the module projects them (BEiT and EVA add their q/v
+    biases to a bias-free ``qkv``; some EVAs project q, k and v separately)."""
+    b, n, _ = x.shape
+    heads = int(attn.num_heads)
+    if getattr(attn, "qkv", None) is None:
+        return tuple(getattr(attn, f"{t}_proj")(x).reshape(b, n, heads, -1).transpose(1, 2)
+                     for t in "qkv")
+    if getattr(attn, "q_bias", None) is None:
+        qkv = attn.qkv(x)
+    else:
+        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+        qkv = (attn.qkv(x) + bias if getattr(attn, "qkv_bias_separate", False)
+               else F.linear(x, weight=attn.qkv.weight, bias=bias))
+    return tuple(qkv.reshape(b, n, 3, heads, -1).permute(2, 0, 3, 1, 4).unbind(0))
+
+
+def _position_bias(attn: nn.Module, shared_rel_pos_bias: torch.Tensor | None,
+                   shared_rel_pos: torch.Tensor | None) -> torch.Tensor | None:
+    """The relative position term added to the logits, as timm's fused path adds it."""
+    if getattr(attn, "relative_position_bias_table", None) is not None:  # BEiT's own
+        bias = attn._get_rel_pos_bias()  # noqa: SLF001 - timm's, so it stays timm's maths
+        return bias if shared_rel_pos_bias is None else bias + shared_rel_pos_bias
+    if getattr(attn, "rel_pos", None) is not None:  # vit_relpos: the module's own bias
+        return attn.rel_pos.get_bias()
+    return shared_rel_pos_bias if shared_rel_pos_bias is not None else shared_rel_pos
+
+
+#: The call arguments of a timm attention module that :func:`attention_probs` takes.
+_CALL_ARGS = ("attn_mask", "is_causal", "rope", "shared_rel_pos_bias", "shared_rel_pos")
+
+
+def _call_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The module's call, by parameter name (``x`` and those of :data:`_CALL_ARGS`)."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+    extra = sorted(set(bound) - {"x", *_CALL_ARGS})
+    if extra:
+        msg = (f"{type(module).__name__} was called with {', '.join(extra)}, which vitlens "
+               "does not know how to put into the attention it recomputes")
+        raise CaptureError(msg)
+    return bound
 
 
 def _keep_probs(_block: int, probs: torch.Tensor, _v: torch.Tensor) -> torch.Tensor:
@@ -187,12 +270,11 @@ class AttentionCapture(HookSet):
         def pre_hook(module, args, kwargs):
             if not self._ours():
                 return  # another thread's forward pass of the same model: not ours
-            x = args[0] if args else kwargs["x"]
-            mask, causal = kwargs.get("attn_mask"), bool(kwargs.get("is_causal", False))
-            if len(args) > 1:
-                mask = args[1]
+            call = _call_arguments(module, args, kwargs)
+            x = call.pop("x")
+            mask, causal = call.pop("attn_mask", None), bool(call.pop("is_causal", False))
             with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
-                probs, v = attention_probs(module, x, mask, causal)
+                probs, v = attention_probs(module, x, mask, causal, **call)
                 self._store[block] = self.reduce(block, probs, v)
             if last and self.stop_early and self._running:
                 raise _StopForward

@@ -12,7 +12,7 @@ from .catalog import LayerCatalog, LayerPoint, feature_info_points, pair
 
 UNSUPPORTED = (
     "vitlens has no layer catalog for {name} and it has no timm feature_info. Supported "
-    "families: VisionTransformer (ViT, DeiT), ResNet, ResNetV2 (BiT), MlpMixer, ConvNeXt, and "
+    "families: VisionTransformer (ViT, DeiT), BEiT, EVA, ViT-RelPos, ResNet, ResNetV2 (BiT), MlpMixer, ConvNeXt, and "
     "timm models with feature_info. Any other nn.Module works with explicit module names "
     "(layers_a=['features.3', 'features.6'], names from dict(model.named_modules())), and "
     "with its input_size/mean/std given (vitlens.models.with_data_config(model, "
@@ -22,14 +22,22 @@ UNSUPPORTED = (
 
 
 def _family_builders():
+    from timm.models.beit import Beit
     from timm.models.convnext import ConvNeXt
+    from timm.models.eva import Eva
     from timm.models.mlp_mixer import MlpMixer
     from timm.models.resnet import ResNet
     from timm.models.resnetv2 import ResNetV2
     from timm.models.vision_transformer import VisionTransformer
+    from timm.models.vision_transformer_relpos import VisionTransformerRelPos
 
     return (
         (VisionTransformer, vit_catalog),
+        # ViTs whose attention adds position terms (docs: vitlens.capture.attention): the
+        # same blocks of norm1, attn, norm2 and mlp around a token stream
+        (Beit, vit_catalog),
+        (Eva, vit_catalog),
+        (VisionTransformerRelPos, vit_catalog),
         (MlpMixer, mixer_catalog),
         (ResNetV2, resnetv2_catalog),
         (ResNet, resnet_catalog),
@@ -45,8 +53,8 @@ def family_of(model: nn.Module) -> str:
 def layer_catalog(model: nn.Module) -> LayerCatalog:
     """The ordered, named capture points of ``model``, each with a kind.
 
-    Supported families get a detailed catalog (ViT/DeiT, ResNet, ResNetV2/BiT, MLP-Mixer,
-    ConvNeXt). Any other timm model falls back to its ``feature_info`` stages.
+    Supported families get a detailed catalog (ViT/DeiT, BEiT, EVA, ViT-RelPos, ResNet,
+    ResNetV2/BiT, MLP-Mixer, ConvNeXt). Any other timm model falls back to its ``feature_info`` stages.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or has no catalog.
