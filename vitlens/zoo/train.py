@@ -73,20 +73,11 @@ def _to_input(x: np.ndarray, device: torch.device) -> torch.Tensor:
     return (t - mean) / std
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    *,
-    n: int = 1000,
-    seed: int = 10_000,
-    domain: int = 0,
-    split: str = "test",
-    batch_size: int = 500,
-    device: str | torch.device = "cpu",
-) -> float:
-    """Top-1 accuracy of ``model`` on ``synthetic(split, n, seed=seed, domain=domain)``."""
-    return float(correct_by_image(model, n=n, seed=seed, domain=domain, split=split,
-                                  batch_size=batch_size, device=device).mean())
+def evaluate(model: nn.Module, **images: Any) -> float:
+    """Top-1 accuracy of ``model`` on ``synthetic(split, n, seed=seed, domain=domain)``: the
+    mean of :func:`correct_by_image`, which takes the same keywords (``n=1000``,
+    ``seed=10_000``, ``domain=0``, ``split="test"``, ``batch_size``, ``device``)."""
+    return float(correct_by_image(model, **images).mean())
 
 
 @torch.no_grad()
