@@ -102,6 +102,9 @@ def test_a_control_change_recomputes_without_run(models, images):
     assert ex.status_text == "changed: recomputing…"  # at once, not the old count
     assert until(lambda: ex.status_text == "done: 16 images", 120), ex.status_text
     assert ex.result.meta["n_images"] == 16 and not np.allclose(ex.heatmap.matrix, full)
+    # the worker may still be returning after it showed its result: let it end, so that
+    # "not running" below says the cache hit started no run
+    assert ex.wait(30)
     # Back to 24: the cached matrix, synchronously, with no computation.
     ex.n_images.value = 24
     assert ex.status_text == "from cache" and not ex.running
