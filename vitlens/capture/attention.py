@@ -20,6 +20,7 @@ heads) is refused by name.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,6 +55,7 @@ class _StopForward(Exception):  # noqa: N818 - control flow, never escapes this 
 _PLAIN_CHILDREN = frozenset({"qkv", "q_norm", "k_norm", "attn_drop", "norm", "proj", "proj_drop"})
 
 
+@functools.cache
 def _timm_families() -> tuple[type, ...]:
     """timm's attention classes whose logits :func:`attention_probs` reproduces, position
     terms included (a timm without one of them simply lacks it)."""
@@ -216,9 +218,11 @@ def _position_bias(attn: nn.Module, shared_rel_pos_bias: torch.Tensor | None,
 _CALL_ARGS = ("attn_mask", "is_causal", "rope", "shared_rel_pos_bias", "shared_rel_pos")
 
 
-def _call_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """The module's call, by parameter name (``x`` and those of :data:`_CALL_ARGS`)."""
-    bound = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+def _call_arguments(module: nn.Module, signature: inspect.Signature, args: tuple,
+                    kwargs: dict) -> dict[str, Any]:
+    """The module's call, by parameter name (``x`` and those of :data:`_CALL_ARGS`);
+    ``signature`` is its forward's."""
+    bound = signature.bind(*args, **kwargs).arguments
     extra = sorted(set(bound) - {"x", *_CALL_ARGS})
     if extra:
         msg = (f"{type(module).__name__} was called with {', '.join(extra)}, which vitlens "
@@ -266,11 +270,12 @@ class AttentionCapture(HookSet):
 
     def _hook_for(self, block: int):
         last = block == self.blocks[-1]
+        signature = inspect.signature(self.attns[block].forward)  # once, not per batch
 
         def pre_hook(module, args, kwargs):
             if not self._ours():
                 return  # another thread's forward pass of the same model: not ours
-            call = _call_arguments(module, args, kwargs)
+            call = _call_arguments(module, signature, args, kwargs)
             x = call.pop("x")
             mask, causal = call.pop("attn_mask", None), bool(call.pop("is_causal", False))
             with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):

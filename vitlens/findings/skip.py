@@ -146,8 +146,8 @@ def _accuracy_cost(accuracy, accuracy_noskip) -> tuple[float, float, float, bool
     if a.size == 1 and b.size == 1:  # two plain accuracies: no pairing, no noise estimate
         cost = 100 * float(a[0] - b[0])
         return (cost, float("nan"), float("nan"), False,
-                f"normal {fmt(100 * a[0], 1)}%, no-skip {fmt(100 * b[0], 1)}%, cost {fmt(cost, 2)}"
-                " points; plain accuracies carry no noise estimate: not judged (give per-image "
+                f"normal {fmt(100 * a[0], 1)}%, no-skip {fmt(100 * b[0], 1)}%, cost "
+                f"{fmt(cost, 2)} points; plain accuracies carry no noise estimate: not judged (give per-image "
                 "correctness, vitlens.reproduce.zoo_correct)")
     if a.shape != b.shape or a.ndim != 1:
         msg = (f"per-image correctness of the two models must cover the same test images: got "

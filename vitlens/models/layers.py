@@ -12,11 +12,12 @@ from .catalog import LayerCatalog, LayerPoint, feature_info_points, pair
 
 UNSUPPORTED = (
     "vitlens has no layer catalog for {name} and it has no timm feature_info. Supported "
-    "families: VisionTransformer (ViT, DeiT), BEiT, EVA, ViT-RelPos, ResNet, ResNetV2 (BiT), MlpMixer, ConvNeXt, and "
-    "timm models with feature_info. Any other nn.Module works with explicit module names "
-    "(layers_a=['features.3', 'features.6'], names from dict(model.named_modules())), and "
-    "with its input_size/mean/std given (vitlens.models.with_data_config(model, "
-    "input_size=(3, 224, 224), mean=..., std=...)) or read from model.pretrained_cfg, or "
+    "families: VisionTransformer (ViT, DeiT), BEiT, EVA, ViT-RelPos, ResNet, ResNetV2 (BiT), "
+    "MlpMixer, ConvNeXt, and timm models with feature_info. Any other nn.Module works with "
+    "explicit module names (layers_a=['features.3', 'features.6'], names from "
+    "dict(model.named_modules())), and with its input_size/mean/std given "
+    "(vitlens.models.with_data_config(model, input_size=(3, 224, 224), mean=..., std=...)) "
+    "or read from model.pretrained_cfg, or "
     "with preprocessed (n, C, H, W) tensors as images."
 )
 
@@ -54,7 +55,8 @@ def layer_catalog(model: nn.Module) -> LayerCatalog:
     """The ordered, named capture points of ``model``, each with a kind.
 
     Supported families get a detailed catalog (ViT/DeiT, BEiT, EVA, ViT-RelPos, ResNet,
-    ResNetV2/BiT, MLP-Mixer, ConvNeXt). Any other timm model falls back to its ``feature_info`` stages.
+    ResNetV2/BiT, MLP-Mixer, ConvNeXt). Any other timm model falls back to its
+    ``feature_info`` stages.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or has no catalog.

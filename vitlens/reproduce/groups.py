@@ -117,22 +117,28 @@ def run_receptive_fields(M: Mapping[str, Any], s: Settings) -> Group:
     return g
 
 
+def _zoo_tag(model: Any) -> str | None:
+    """``"vitlens/<name>"`` for a zoo name or a module of a zoo architecture (its
+    ``pretrained_cfg`` tag, which random-init controls keep); ``None`` otherwise."""
+    tag = (str((getattr(model, "pretrained_cfg", {}) or {}).get("tag", ""))
+           if isinstance(model, nn.Module) else model)
+    return tag if isinstance(tag, str) and tag.startswith("vitlens/") else None
+
+
 def zoo_accuracy(name: Any) -> float | None:
     """The test accuracy on a zoo model's card (0-1); for a module of a zoo architecture (a
     random-init control), measured on 1,000 synthetic test images; ``None`` otherwise."""
     from .. import zoo
 
+    tag = _zoo_tag(name)
+    if tag is None:
+        return None
     if isinstance(name, nn.Module):
-        cfg = getattr(name, "pretrained_cfg", {}) or {}
-        if not str(cfg.get("tag", "")).startswith("vitlens/"):
-            return None
         from ..zoo.train import evaluate
 
         return evaluate(name, n=1000)
-    if not isinstance(name, str) or not name.startswith("vitlens/"):
-        return None
     try:
-        return float(zoo.card(name)["test_accuracy"])
+        return float(zoo.card(tag)["test_accuracy"])
     except (FileNotFoundError, KeyError, TypeError):  # TypeError: no classifier (vit-mim)
         return None
 
@@ -145,9 +151,8 @@ def zoo_correct(model: Any) -> np.ndarray | None:
     from ..models import load_model
     from ..zoo.train import correct_by_image
 
-    tag = (str((getattr(model, "pretrained_cfg", {}) or {}).get("tag", ""))
-           if isinstance(model, nn.Module) else model)
-    if not isinstance(tag, str) or not tag.startswith("vitlens/"):
+    tag = _zoo_tag(model)
+    if tag is None:
         return None
     try:
         test = zoo.card(tag)["test"]
