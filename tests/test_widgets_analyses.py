@@ -208,7 +208,9 @@ def test_localization_and_residual_from_precomputed_results():
     loc = LocalizationResult.from_maps(maps, pos, {"model": "m", "layer": "blocks.5",
                                                    "n_images": 100})
     ex = LocalizationExplorer("not-loaded-model", results=[loc])
-    assert ex.message.text == "" and ex.layers.disabled
+    assert ex.current_layer == "blocks.5" and not ex.view.empty  # at once, while it loads
+    assert ex.wait(60)
+    assert ex.message.text == "" and ex.layers.disabled  # it cannot: the layers stay
     ex.view.set_state({"clicked": [2, 0]})
     np.testing.assert_allclose(ex.view.current_map(), maps[6], atol=1e-7)
     assert repr(ex) == ("LocalizationExplorer(not-loaded-model, layer='blocks.5', n_layers=1, "

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+from tiny_models import until
 
 import vitlens
 from vitlens.widgets import (
@@ -124,8 +125,10 @@ def test_localization_computes_off_the_kernel_and_a_drag_computes_only_where_it_
 
     g = gate(loc_module, "localization")
     ex = LocalizationExplorer("vitlens/vit-cls", images, n_images=16, batch_size=8)
-    # The constructor returned while blocks.5 is held: nothing drawn, and it says so.
+    # The constructor returned; the model loads, then blocks.5 is held: nothing drawn,
+    # and it says so.
     assert ex.running
+    assert until(lambda: g.calls == ["blocks.5"], 60)
     assert ex.view.empty and ex.view.message == "computing blocks.5…"
     assert ex.status_text == "computing blocks.5 on 16 images…"
     assert not ex.cancel_button.disabled and ex.run_button.disabled
@@ -150,6 +153,62 @@ def test_localization_computes_off_the_kernel_and_a_drag_computes_only_where_it_
     assert ex.status_text == "blocks.0: from cache" and g.calls.count("blocks.0") == 1
 
 
+def test_localization_loads_a_named_model_off_the_kernel(images, monkeypatch):
+    """A model given by name is loaded in the background: the constructor returns at once,
+    the slider has no layer (and says so) until the model's layers arrive, then the last
+    layer is computed; a Cancel while it loads leaves the computing to Run."""
+    from vitlens.models import loading
+
+    load = Gate(loading.load_model)
+    monkeypatch.setattr(loading, "load_model", load)
+    ex = LocalizationExplorer("vitlens/vit-cls", images, n_images=16, batch_size=8)
+    try:
+        assert until(lambda: len(load.threads) == 1, 30)  # the loader is inside load_model
+        assert load.threads[0] is not threading.main_thread()
+        assert ex.running and not ex.wait(0.2)
+        assert ex.layer_names == [] and ex.layer.disabled and ex.current_layer is None
+        assert ex.view.empty and ex.view.message == "loading vitlens/vit-cls…"
+        assert ex.status_text == "loading vitlens/vit-cls…" and ex.run_button.disabled
+        assert not ex.cancel_button.disabled
+        ex.layers.value = "blocks.1, blocks.2"  # typed while it loads: used when it has
+        assert ex.layer_names == [] and ex.message.text == ""
+    finally:
+        load.release()
+    assert ex.wait(120)
+    assert ex.layer_names == ["blocks.1", "blocks.2"] and not ex.layer.disabled
+    assert ex.current_layer == "blocks.2" and ex.status_text == "blocks.2: done"
+    assert ex.view.title.startswith("blocks.2:") and "attn" in ex.layers.options
+    assert ex.cancel_button.disabled and not ex.run_button.disabled
+
+    held = Gate(loading.load_model)
+    monkeypatch.setattr(loading, "load_model", held)
+    ex = LocalizationExplorer("vitlens/vit-cls", images, n_images=16, batch_size=8, layer=1)
+    try:
+        assert until(lambda: len(held.threads) == 1, 30)
+        ex.cancel_button.click()
+        assert "cancelled" in ex.view.message and "cancelled" in ex.status_text
+        assert ex.cancel_button.disabled and not ex.run_button.disabled
+    finally:
+        held.release()
+    assert ex.wait(120)
+    assert ex.layer_names[1] == "blocks.1" and ex.current_layer == "blocks.1"
+    assert ex.view.empty and ex._key("blocks.1") not in ex.cache  # nothing computed
+    assert ex.status_text == "cancelled; vitlens/vit-cls has loaded: press Run to compute blocks.1"
+    assert ex.view.message == "cancelled: press Run to compute blocks.1"
+    assert not ex.run_button.disabled and ex.cancel_button.disabled
+    ex.run_button.click()
+    assert ex.wait(120) and ex.status_text == "blocks.1: done" and not ex.view.empty
+
+
+def test_localization_says_when_its_model_cannot_be_loaded(images):
+    ex = LocalizationExplorer("vitlens/no-such-model", images, n_images=16, batch_size=8)
+    assert ex.wait(60)
+    assert "unknown zoo model 'no-such-model'" in ex.message.text
+    assert ex.status_text == "failed: could not load vitlens/no-such-model"
+    assert ex.layer.disabled and ex.layer_names == [] and ex.view.empty
+    assert ex.run_button.disabled and ex.cancel_button.disabled
+
+
 def _full(res) -> np.ndarray:
     from vitlens.widgets.localization_explorer import _as_values
 
@@ -161,6 +220,7 @@ def test_localization_cancel_stops_the_run_and_run_starts_it_again(images, gate)
 
     g = gate(loc_module, "localization")
     ex = LocalizationExplorer("vitlens/vit-cls", images, n_images=16, batch_size=8, layer=2)
+    assert until(lambda: g.calls == ["blocks.2"], 60)  # loaded, and computing blocks.2
     ex.cancel_button.click()
     assert "cancelled" in ex.status_text and "cancelled" in ex.view.message
     assert ex.cancel_button.disabled and not ex.run_button.disabled

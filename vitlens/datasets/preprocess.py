@@ -53,8 +53,8 @@ def balanced_batches(n: int, batch_size: int, min_size: int = 4) -> list[range]:
         msg = f"batch_size={batch_size} is too small: minibatch CKA needs at least {min_size}"
         raise ValueError(msg)
     if n < min_size:
-        msg = (f"only {n} images: at least {min_size} are needed for the unbiased estimator "
-               "(and a few hundred for a stable CKA); pass more images")
+        msg = (f"only {n} image{'' if n == 1 else 's'}: at least {min_size} are needed for the "
+               "unbiased estimator (and a few hundred for a stable CKA); pass more images")
         raise ValueError(msg)
     k = min(-(-n // batch_size), n // min_size)
     edges = np.linspace(0, n, k + 1).round().astype(int)

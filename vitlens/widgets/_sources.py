@@ -87,6 +87,14 @@ class ModelChoices:
     def options(self) -> list[str]:
         return list(dict.fromkeys(self.labels + zoo_choices()))
 
+    def loaded(self, label: str) -> nn.Module | None:
+        """The model for a label if it is at hand (a passed object, or loaded before), else
+        ``None``; never loads anything."""
+        label = (label or "").strip()
+        if label in self.objects:
+            return self.objects[label].eval()
+        return self._loaded.get(label)  # no lock: a load in flight holds it for long
+
     def load(self, label: str) -> nn.Module:
         """The model for a label: a passed object, or ``vitlens.load_model(label)`` (cached).
 

@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from ._base import LRUCache, MessageArea, model_key
+from ._live import BackgroundRuns
 from ._run_controls import CancellableImages, RunControls
 from ._sources import ModelChoices, display_image, image_source, preprocess_one
 from ._static import StaticPicture
@@ -41,6 +42,8 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
     so a layer seen before shows at once. A new layer is computed in a background thread
     (debounced: a drag computes only where it stops; a newer choice supersedes the run in
     flight and Cancel stops it after its current batch), with the view empty meanwhile.
+    A model given by name is loaded in the background too (the slider gets its layers
+    when it is), so the constructor returns at once even when weights must be read.
     :meth:`wait` blocks until the current layer is shown (for scripts and tests).
 
     Args:
@@ -67,16 +70,23 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
         self.cache = LRUCache(64)
         self.images = images
         self._bg: np.ndarray | None = None
-        self._start: int | None = None
         self.layer_names: list[str] = []
         self._init_run_controls("vitlens-localization", tooltip="compute the current layer again")
         self._where: tuple[str, Any] | None = None  # the clicked token's place, kept
         style = {"description_width": "60px"}
         self._spec = layers
+        self._catalog: Any = None  # the model's LayerCatalog, once the model is loaded
+        self._loading = False  # the model is being loaded in the background
+        self._held = False  # Cancel was pressed while it loaded: compute only on Run
+        self._constructed = False
+        self._first = layer  # the slider's start, once the layers are known
+        self._seeded: list[str] = []
+        self._loader = BackgroundRuns("vitlens-localization-load")
         self.layers = W.Combobox(value=layers if isinstance(layers, str) else ", ".join(layers),
-                                 options=self._layer_choices(), ensure_option=False,
+                                 options=["blocks", "all"], ensure_option=False,
                                  description="Layers", style=style, continuous_update=False)
-        self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style)
+        self.layer = W.IntSlider(value=0, min=0, max=1, description="Layer", style=style,
+                                 disabled=True)
         self.layer.add_class("vitlens-layer-slider")
         self.layer_label = W.HTML("")
         self.message = MessageArea()
@@ -86,8 +96,6 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
         self.summary = W.HTML("")
         if results is not None:
             self._seed(results)
-        else:
-            self._set_layers(layers)
         self.layers.observe(lambda c: self._set_layers(_split(c["new"])), "value")
         self.layer.observe(lambda _c: self._request(debounce=True), "value")
         self.run_button.on_click(lambda _b: self.refresh())
@@ -97,77 +105,122 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
                           self.message, W.HBox([self.view, self.summary]), SliderKeys()])
         self.add_class("vitlens-explorer")
         self.add_class("vitlens-localization-explorer")
-        if self.layer_names:
-            start = self._start if layer is None and self._start is not None else \
-                len(self.layer_names) - 1 if layer is None else layer
-            self.layer.value = min(max(start, 0), len(self.layer_names) - 1)
-        self.refresh()
+        at_hand = self.models.loaded(self._label)
+        if at_hand is not None:  # a model object: its layers at once (cheap)
+            self._take_catalog(*_catalog_of(lambda: at_hand))
+        else:  # a name: loaded off the kernel thread, the slider waits for its layers
+            self._loading = True
+            self._loader.start(self._load)
+        with self._runs.lock:  # a load that ends meanwhile leaves the first request to us
+            self._constructed = True
+            self.refresh()
 
-    def _layer_choices(self) -> list[str]:
-        """"blocks", "all" and the layer kinds this model has (all of them if not loadable)."""
-        from ..models.layers import layer_catalog
-
-        try:
-            kinds = layer_catalog(self.models.load(self._label)).kinds
-        except Exception:  # noqa: BLE001 - the computation reports an unloadable model
-            return ["blocks", "all"]
-        return ["blocks", "all", *kinds]
-
+    # ----- the model's layers -----
     def _seed(self, results: Sequence[Any] | Mapping[str, Any]) -> None:
+        """Precomputed results: cached, and on the slider until the model's layers join them."""
         items = list(results.items()) if isinstance(results, Mapping) else \
             [(r.meta.get("layer", f"layer {i}"), r) for i, r in enumerate(results)]
-        seeded = [name for name, _ in items]
+        self._seeded = [name for name, _ in items]
         self.n_images = int(items[0][1].meta.get("n_images", self.n_images)) if items else 0
         for name, res in items:
             self.cache.put(self._key(name), res)
-        names = seeded
-        try:  # the model's layers too, so the slider moves (the seeded ones are cached)
-            from ..models.layers import layer_catalog
+        self.layer_names = list(self._seeded)
+        self.layer.max = max(len(self._seeded) - 1, 0)
+        self.layer.value = self.layer.max if self._first is None else \
+            min(max(self._first, 0), self.layer.max)
+        self.layer.disabled = not self._seeded
 
-            cat = layer_catalog(self.models.load(self._label))
-            chosen = set(cat.select(_split(self.layers.value))) | set(seeded)
-            names = [n for n in cat.names if n in chosen]
-            names += [n for n in seeded if n not in names]
-        except Exception:  # noqa: BLE001 - only the precomputed layers can be shown
-            self.layers.disabled = True
-            self.layers.tooltip = "the model cannot be loaded here"
-        self.layer_names = names
-        self._start = names.index(seeded[-1]) if seeded else None
-        self.layer.max = max(len(names) - 1, 0)
+    def _load(self, _cancel: threading.Event) -> None:
+        """On the loader thread: load the model, then hand its layers to the slider."""
+        self._take_catalog(*_catalog_of(lambda: self.models.load(self._label)))
+
+    def _take_catalog(self, catalog: Any, err: BaseException | None) -> None:
+        """The model's layers are known (or it cannot be loaded): the slider gets them."""
+        with self._runs.lock:
+            self._loading = False
+            self._catalog = catalog
+            if err is None:
+                self.layers.options = ["blocks", "all", *catalog.kinds]
+                self._set_layers(self._spec, first=True)
+                return
+            if self._seeded:  # only the precomputed layers can be shown
+                self.layers.disabled = True
+                self.layers.tooltip = "the model cannot be loaded here"
+                return
+            self._runs.supersede()
+            self.layer_names = []
+            self.layer.disabled = True
+            self.layer_label.value = "<i>no layers</i>"
+            self._finish(lambda: self._show_error(err), f"failed: could not load {self._label}")
+
+    @property
+    def running(self) -> bool:
+        """The model is loading, or a layer is computing or about to."""
+        return self._loader.running or super().running
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the model is loaded and the current layer is shown (or ``timeout``)."""
+        import time
+
+        end = None if timeout is None else time.monotonic() + timeout
+        if not self._loader.wait(timeout):
+            return False
+        return super().wait(None if end is None else max(end - time.monotonic(), 0.0))
 
     def _key(self, layer: str) -> tuple:
         return (model_key(self.models.objects.get(self._label, self._label)), layer,
                 self.n_images)
 
-    def _set_layers(self, spec: str | Sequence[str]) -> None:
-        from ..models.layers import layer_catalog
-
-        try:
-            if isinstance(spec, str) and not spec.strip():
-                msg = "no layers chosen: type 'blocks', 'all', a kind or a layer name"
-                raise ValueError(msg)
-            model = self.models.load(self._label)
-            names = layer_catalog(model).select(spec)
-        except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
-            # No layer of the previous spec stays reachable: the slider has none until the
-            # spec is fixed, and nothing of the old spec is drawn.
-            with self._runs.lock:
+    def _set_layers(self, spec: str | Sequence[str], *, first: bool = False) -> None:
+        """The slider's layers for a typed selector (``first``: the model's layers have just
+        arrived; precomputed layers join them and the slider keeps the layer it shows)."""
+        with self._runs.lock:
+            self._spec = spec
+            if self._catalog is None:  # loading (the newest spec is used when it ends), or
+                return                 # the model cannot be loaded (its error is shown)
+            try:
+                if isinstance(spec, str) and not spec.strip():
+                    msg = "no layers chosen: type 'blocks', 'all', a kind or a layer name"
+                    raise ValueError(msg)
+                names = self._catalog.select(spec)
+            except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+                # No layer of the previous spec stays reachable: the slider has none until
+                # the spec is fixed, and nothing of the old spec is drawn.
                 self._runs.supersede()
                 self.layer_names = []
                 self.layer.disabled = True
                 self.layer_label.value = "<i>no layers</i>"
                 self._finish(lambda err=err: self._show_error(err), "failed: fix the layers")
-            return
-        with self._runs.lock:
+                return
+            shown = self.current_layer
+            if first and self._seeded:  # the precomputed layers stay reachable
+                chosen = set(names) | set(self._seeded)
+                names = [n for n in self._catalog.names if n in chosen]
+                names += [n for n in self._seeded if n not in names]
             self.message.clear()
             self.layer_names = names
             self.layer.disabled = False
-            with self.layer.hold_trait_notifications():  # one refresh below, not one per step
+            with self.layer.hold_trait_notifications():  # one request below, not one per step
                 self.layer.max = max(len(names) - 1, 0)
-                if self.layer.value > self.layer.max:
+                if first:  # the start asked for, else the layer shown, else the last
+                    at = self._first if self._first is not None else \
+                        names.index(shown) if shown in names else len(names) - 1
+                    self.layer.value = min(max(at, 0), self.layer.max)
+                elif self.layer.value > self.layer.max:
                     self.layer.value = self.layer.max
-            if hasattr(self, "children") and self.children:
-                self.refresh()
+            if not self._constructed:  # the constructor makes the first request
+                return
+            if self._held:  # cancelled while the model loaded: Run computes
+                self._runs.supersede()  # nor does the slider's move above
+                self._busy = False
+                layer = self.current_layer
+                self.layer_label.value = f"<code>{html.escape(layer or '')}</code>"
+                self._empty_view(f"cancelled: press Run to compute {layer}")
+                self._set_status(f"cancelled; {self._label} has loaded: press Run to compute "
+                                 f"{layer}")
+                self._buttons(running=False)
+                return
+            self._request(debounce=False)
 
     @property
     def current_layer(self) -> str | None:
@@ -209,12 +262,22 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
     def refresh(self) -> None:
         """Show the current layer: at once if computed before, else computed in the
         background (the view is empty meanwhile; :meth:`wait` blocks until shown)."""
-        self._request(debounce=False)
+        with self._runs.lock:
+            self._held = False
+            self._request(debounce=False)
 
     def _request(self, *, debounce: bool) -> None:
         with self._runs.lock:
             self._runs.supersede()  # whatever is in flight is for another layer
             layer = self.current_layer
+            if layer is None and self._loading:  # the layer comes once the model has loaded
+                self._busy = True
+                self.message.clear()
+                self.layer_label.value = "<i>loading…</i>"
+                self._empty_view(f"loading {self._label}…")
+                self._set_status(f"loading {self._label}…")
+                self._buttons(running=True)
+                return
             if layer is None:  # no layers (a bad spec): its error and empty view stay
                 self._busy = False
                 self._buttons(running=False)
@@ -246,11 +309,16 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
 
     def _cancelled(self) -> None:
         layer = self.current_layer
+        if layer is None and self._loading:  # the load goes on; nothing is computed after it
+            self._held = True
+            self._empty_view(f"cancelled: press Run to compute once {self._label} has loaded")
+            self._set_status(f"cancelled while {self._label} loads (press Run to compute)")
+            return
         self._empty_view(f"cancelled: press Run to compute {layer}")
         self._set_status(f"{layer}: cancelled, nothing shown (press Run to compute)")
 
     def _can_run(self) -> bool:
-        return self.current_layer is not None
+        return self.current_layer is not None or self._loading
 
     def _show(self, layer: str, res: Any) -> None:
         """Draw one layer's result (the clicked token keeps its place)."""
@@ -291,6 +359,16 @@ class LocalizationExplorer(RunControls, StaticPicture, W.VBox):
     def __repr__(self) -> str:
         return (f"LocalizationExplorer({self._label}, layer={self.current_layer!r}, "
                 f"n_layers={len(self.layer_names)}, n_images={self.n_images})")
+
+
+def _catalog_of(get_model: Any) -> tuple[Any, BaseException | None]:
+    """``(layer_catalog(get_model()), None)``, or ``(None, the error)`` if that fails."""
+    from ..models.layers import layer_catalog
+
+    try:
+        return layer_catalog(get_model()), None
+    except Exception as err:  # noqa: BLE001 - shown in the widget, which stays usable
+        return None, err
 
 
 def _split(text: str | Sequence[str]) -> str | list[str]:
