@@ -277,3 +277,39 @@ def test_vit_position_embeddings_start_large_and_without_spatial_structure():
         cheb = (yx.reshape(-1, 1, 2) - yx.reshape(1, -1, 2)).abs().amax(-1)
         near, far = cos[cheb == 1].mean(), cos[cheb >= 4].mean()
         assert abs(float(near - far)) < 0.05, (arch, float(near), float(far))
+
+
+def test_compare_zoo_tells_identical_weights_from_changed_ones(tmp_path):
+    """tools/compare_zoo.py, which README and docs/ZOO.md 3q cite, must catch one changed value."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from vitlens.zoo._specs import CARDS_DIR
+
+    sys.path.insert(0, str(WEIGHTS_DIR.parents[2] / "tools"))
+    try:
+        import compare_zoo
+    finally:
+        sys.path.pop(0)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "cards").mkdir()
+    for short in ("mixer", "vit-sup"):
+        shutil.copy(WEIGHTS_DIR / f"{short}.safetensors", tmp_path / "weights")
+        c = json.loads((CARDS_DIR / f"{short}.json").read_text())
+        c["wall_time_s"] += 1.0
+        (tmp_path / "cards" / f"{short}.json").write_text(json.dumps(c))
+    same = compare_zoo.compare(tmp_path, "mixer")
+    assert same["identical"] and same["max_abs_diff"] == 0.0 and same["fields"] == []
+    w = load_file(str(tmp_path / "weights" / "vit-sup.safetensors"))
+    key = sorted(w)[0]
+    w[key] = w[key].clone()
+    w[key].view(-1)[0] += 0.25
+    save_file(w, str(tmp_path / "weights" / "vit-sup.safetensors"))
+    c = json.loads((tmp_path / "cards" / "vit-sup.json").read_text())
+    c["test_accuracy"] = 0.5
+    (tmp_path / "cards" / "vit-sup.json").write_text(json.dumps(c))
+    moved = compare_zoo.compare(tmp_path, "vit-sup")
+    assert not moved["identical"] and moved["fields"] == ["test_accuracy"]
+    assert moved["max_abs_diff"] == pytest.approx(0.25, rel=0.01)
+    assert moved["retrained"] == 0.5 and moved["bundled"] == card("vitlens/vit-sup")["test_accuracy"]
