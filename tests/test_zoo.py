@@ -185,6 +185,10 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
 
     c = train_model("vit-mim", steps=2, progress=False, out=tmp_path)  # 2 steps per stage
     assert c["steps"] == 2 * len(STAGES) and c["test_accuracy"] is None
+    # the machine is on the card: threads and the CPU kernels' instruction set (docs/ZOO.md 3q)
+    isa = torch.backends.cpu.get_cpu_capability()
+    assert c["device"] == f"cpu ({torch.get_num_threads()} threads, {isa})"
+    assert c["versions"]["torch"] == torch.__version__
     assert [s["seed"] for s in c["pretraining"]["stages"]] == [s["seed"] for s in STAGES]
     for name in (
         "vit-cls",
@@ -197,7 +201,7 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
     ):
         c = train_model(name, **kw)
         saved = json.loads((tmp_path / "cards" / f"{name}.json").read_text())
-        assert saved == c and c["steps"] == 2
+        assert saved == c and c["steps"] == 2 and c["device"].endswith(f", {isa})")
         model = registry.load(name, tmp_path / "weights" / f"{name}.safetensors")
         with torch.no_grad():
             assert torch.isfinite(model(torch.zeros(1, 3, 64, 64))).all()

@@ -351,14 +351,12 @@ def train_backbone(name: str, *, steps: int | None = None, out=None, device: str
 def write_backbone_card(short: str, record: dict, out_dir) -> dict:
     """Write the card of a pretrained backbone from :func:`pretrain`'s record (``out_dir``: a
     folder, ``None`` for the package's, or a :class:`~vitlens.zoo._out.ZooOutput`)."""
-    import platform
-
-    import timm
     from safetensors.torch import load_file
 
     from ._out import ZooOutput, model_files
     from ._specs import SPECS
     from .architectures import ARCHITECTURES
+    from .train import machine
 
     folder = out_dir if isinstance(out_dir, ZooOutput) else ZooOutput(out_dir)
     record = dict(record)
@@ -385,9 +383,7 @@ def write_backbone_card(short: str, record: dict, out_dir) -> dict:
         "weights": {"file": f"weights/{short}.safetensors", "dtype": "float16",
                     "bytes": weights_file.stat().st_size},
         "wall_time_s": record["wall_time_s"],
-        "device": f"cpu ({torch.get_num_threads()} threads)",
-        "versions": {"torch": torch.__version__, "timm": timm.__version__,
-                     "python": platform.python_version()},
+        **machine(),
     }
     folder.write_card(short, card)
     return card

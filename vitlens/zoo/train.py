@@ -54,6 +54,17 @@ DEFAULTS: dict[str, Any] = {
 _ARRAYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # reused across models in one process
 
 
+
+def machine(dev: torch.device | None = None) -> dict[str, Any]:
+    """The card's record of where a model was trained: the device (on the CPU: the thread
+    count and the instruction set PyTorch's kernels use, since a CPU that rounds differently
+    gives another trajectory, docs/ZOO.md 3q) and the library versions."""
+    dev = torch.device("cpu") if dev is None else dev
+    where = (str(dev) if dev.type != "cpu" else
+             f"cpu ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})")
+    return {"device": where, "versions": {"torch": torch.__version__, "timm": timm.__version__,
+                                          "python": platform.python_version()}}
+
 def _arrays(split: str, n: int, seed: int, domain: int) -> tuple[np.ndarray, np.ndarray]:
     key = (split, n, seed, domain)
     if key not in _ARRAYS:
@@ -301,12 +312,7 @@ def train_model(
             "bytes": weights_file.stat().st_size,
         },
         "wall_time_s": round(train_time, 1),
-        "device": str(dev) if dev.type != "cpu" else f"cpu ({torch.get_num_threads()} threads)",
-        "versions": {
-            "torch": torch.__version__,
-            "timm": timm.__version__,
-            "python": platform.python_version(),
-        },
+        **machine(dev),
     }
     if "noskip_block" in spec:
         card["noskip_block"] = spec["noskip_block"]
