@@ -353,10 +353,10 @@ def write_backbone_card(short: str, record: dict, out_dir) -> dict:
     folder, ``None`` for the package's, or a :class:`~vitlens.zoo._out.ZooOutput`)."""
     from safetensors.torch import load_file
 
+    from ._machine import machine
     from ._out import ZooOutput, model_files
     from ._specs import SPECS
     from .architectures import ARCHITECTURES
-    from .train import machine
 
     folder = out_dir if isinstance(out_dir, ZooOutput) else ZooOutput(out_dir)
     record = dict(record)

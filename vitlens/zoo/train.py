@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ..datasets.synthetic import synthetic
 from . import registry
+from ._machine import machine
 from ._out import ZooOutput
 from ._specs import CARDS_DIR, SPECS, canonical
 from .architectures import ARCHITECTURES
@@ -53,17 +52,6 @@ DEFAULTS: dict[str, Any] = {
 
 _ARRAYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # reused across models in one process
 
-
-
-def machine(dev: torch.device | None = None) -> dict[str, Any]:
-    """The card's record of where a model was trained: the device (on the CPU: the thread
-    count and the instruction set PyTorch's kernels use, since a CPU that rounds differently
-    gives another trajectory, docs/ZOO.md 3q) and the library versions."""
-    dev = torch.device("cpu") if dev is None else dev
-    where = (str(dev) if dev.type != "cpu" else
-             f"cpu ({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()})")
-    return {"device": where, "versions": {"torch": torch.__version__, "timm": timm.__version__,
-                                          "python": platform.python_version()}}
 
 def _arrays(split: str, n: int, seed: int, domain: int) -> tuple[np.ndarray, np.ndarray]:
     key = (split, n, seed, domain)
