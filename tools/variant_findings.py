@@ -5,11 +5,12 @@
 OUT holds weights trained by ``tools/train_vit_variant.py``. The zoo names it has weights for
 (``vit-cls``, ``vit-gap``, ``vit-sup``) are built in the variant's shape and read from OUT, for
 the trained models and for their random-init controls alike (the zoo's own initialisation);
-the compute-matched ``vit_small_data_matched`` is left out (not trained), and every other zoo
-name keeps its bundled model (Fig 8's no-skip pair stays the bundled 6-block one). Each group
-runs through ``vitlens.reproduce.run_group`` with its random-init controls, exactly as
-FINDINGS.md is made, and one Markdown table row per finding is printed beside the bundled
-zoo's verdict (read from docs/FINDINGS.md). The bundled zoo is not touched.
+the compute-matched ``vit_small_data_matched`` and the small-data ViT's further training seeds
+are left out (not trained), and every other zoo name keeps its bundled model (Fig 8's no-skip
+pair stays the bundled 6-block one). Each group runs through ``vitlens.reproduce.run_group``
+with its random-init controls, exactly as FINDINGS.md is made, and one Markdown table row per
+finding is printed beside the bundled zoo's verdict (read from docs/FINDINGS.md). The bundled
+zoo is not touched.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def main() -> None:
     import torch
 
     from vitlens.reproduce import FULL, QUICK, models, run_group
+    from vitlens.reproduce.config import SMALL_DATA_SEED_ROLES
     from vitlens.zoo import registry
     from vitlens.zoo._specs import canonical
 
@@ -74,6 +76,7 @@ def main() -> None:
     print(f"variant models: {sorted(variant)}\n", flush=True)
     M: dict = dict(models("zoo"))
     M["vit_small_data_matched"] = None
+    M |= dict.fromkeys(SMALL_DATA_SEED_ROLES)  # the variant's vit-sup has one training seed
     bundled = bundled_verdicts(Path(__file__).parents[1] / "docs" / "FINDINGS.md")
     print("| figure | paper finding | variant value | control (random init) | margin | rule | "
           "verdict | bundled zoo |\n|---|---|---|---|---|---|---|---|", flush=True)

@@ -166,7 +166,10 @@ chart
 # for the pretrained ViT's whole step budget (`vit_small_data_matched`, `vitlens/vit-sup-7k`:
 # 7,000 steps against 5,000 of pretraining and 2,000 of fine-tuning), so that the contrast
 # cannot be a matter of compute alone; its local ratios are in
-# `g.results["locality_vit_small_data_matched"]`.
+# `g.results["locality_vit_small_data_matched"]`. The small-data ViT trained again with
+# training seeds 1 and 2 (`vit_small_data_seed1`, `vit_small_data_seed2`) is compared too,
+# so that one training run cannot carry the contrast
+# (`g.results["locality_vit_small_data_seed1"]`).
 
 # %%
 g.charts["figC5_attention_distance_small_data"] | g.charts["fig4_local_attention_small_data"]
@@ -185,8 +188,9 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # ## The same analyses on your own models
 #
 # `reproduce.run_group("02", {"vit": ..., "vit_small_data": ..., "vit_small_data_matched":
-# ..., "resnet": ...}, settings)` runs this notebook on other models (the compute-matched
-# `vit_small_data_matched` may be `None`). The calls it makes (`run_attention` in
+# ..., "vit_small_data_seed1": ..., "vit_small_data_seed2": ..., "resnet": ...}, settings)` runs
+# this notebook on other models (the compute-matched `vit_small_data_matched` and the further
+# training seeds may be `None`). The calls it makes (`run_attention` in
 # `vitlens/reproduce/groups.py`) are:
 #
 # ```python
@@ -202,9 +206,11 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # block = ...  # the lower-half block with the most local head
 # subsets = head_subset_cka("vitlens/vit-cls", "vitlens/resnet", images, block=block,
 #                           head_distances=dist, subset_size=1, **kw)
+# seed_local = [attention_locality(f"vitlens/vit-sup-seed{k}", images, **kw) for k in (1, 2)]
 # rows = vitlens.findings.attention_distance(dist, subsets, small, locality=local,
 #                                            small_data_locality=small_local,
-#                                            matched_locality=matched_local)
+#                                            matched_locality=matched_local,
+#                                            seed_localities=seed_local)
 # ```
 
 # %% [markdown]
@@ -218,8 +224,8 @@ vitlens.widgets.AttentionExplorer(M["vit"], images, layer=0)
 # 2. Fig 3, 4: the mean head distance of the upper half of the blocks minus the lower half's
 #    (pixels), with a rising rank correlation between block and distance.
 # 3. Fig 4, C.5: local heads in the lower half, pretrained ViT minus the ViT trained on the
-#    labelled set only (the more local of its two step budgets, where the compute-matched one
-#    exists).
+#    labelled set only (the most local of its two step budgets and three training seeds,
+#    where they exist).
 # 4. Fig 5: CKA with the early ResNet layers, most local head subset minus most global, with
 #    a falling rank correlation between distance and CKA.
 #

@@ -76,19 +76,23 @@ g.charts["figD4_token_probes_vit_cls"] & g.charts["figD4_token_probes_vit_gap"]
 # The same architecture with less training data (role `vit_small_data`; timm: ImageNet-1k
 # instead of 21k), probed on the mean over tokens, against the full model. In the zoo, also
 # the same ViT trained for the pretrained ViT's whole step budget (`vit_small_data_matched`,
-# `vitlens/vit-sup-7k`), so that the gap cannot be a matter of compute alone.
+# `vitlens/vit-sup-7k`), so that the gap cannot be a matter of compute alone, and the
+# small-data ViT trained again with training seeds 1 and 2 (`vit_small_data_seed1`,
+# `vit_small_data_seed2`: `vitlens/vit-sup-seed1`, `-seed2`), so that it cannot be one lucky
+# training run either.
 
 # %%
 print("full:", M["vit"], "| small data:", M["vit_small_data"], "| same step budget:",
-      M["vit_small_data_matched"])
+      M["vit_small_data_matched"], "| other training seeds:", M["vit_small_data_seed1"],
+      M["vit_small_data_seed2"])
 g.charts["fig13_probes_by_data"]
 
 # %% [markdown]
 # ## The same analyses on your own models
 #
 # `reproduce.run_group("06", {"vit": ..., "vit_gap": ..., "vit_small_data": ...,
-# "vit_small_data_matched": ...}, settings)` runs this notebook on other models (the last
-# may be `None`). The calls it makes (`run_probes` in
+# "vit_small_data_matched": ..., "vit_small_data_seed1": ..., "vit_small_data_seed2": ...},
+# settings)` runs this notebook on other models (the last three may be `None`). The calls it makes (`run_probes` in
 # `vitlens/reproduce/groups.py`) are:
 #
 # ```python
@@ -103,7 +107,9 @@ g.charts["fig13_probes_by_data"]
 # small = linear_probe("vitlens/vit-sup", train, None, test, None, aggregations=("mean",), **kw)
 # matched = linear_probe("vitlens/vit-sup-7k", train, None, test, None, aggregations=("mean",),
 #                        **kw)
-# rows = vitlens.findings.linear_probes(cls, gap, small, matched)
+# seeds = [linear_probe(f"vitlens/vit-sup-seed{k}", train, None, test, None,
+#                       aggregations=("mean",), **kw) for k in (1, 2)]
+# rows = vitlens.findings.linear_probes(cls, gap, small, matched, seeds)
 # ```
 
 # %% [markdown]
@@ -119,7 +125,8 @@ g.charts["fig13_probes_by_data"]
 # 3. Own aggregation: CLS model, CLS minus mean-pooled accuracy (lower end above 0.05,
 #    the band within which row 2 calls two aggregations "about as good").
 # 4. Fig 13: at the middle block, the mean-pooled accuracy, full-data minus small-data model
-#    (lower end; the lower of the two where the compute-matched model exists).
+#    (lower end; the lowest against every small-data model there is: both step budgets and
+#    every training seed).
 #
 # **The control.** Each statistic is also computed on random-init copies of the same
 # architectures (seeds 0, 1, 2), with the same images and the same code. A row reads

@@ -212,6 +212,14 @@ def to_markdown(rows: Iterable[Finding], *, notes: bool = True) -> str:
 
 # --- statistics shared by the verdicts ---------------------------------------------------
 
+def small_data_kinds(matched: Any, seeds: Sequence[Any]) -> str:
+    """What a row that compares with several small-data models compared, in words: ``"two
+    step budgets"``, ``"3 training seeds"`` or both."""
+    parts = (["two step budgets"] if matched is not None else []) + (
+        [f"{len(seeds) + 1} training seeds"] if len(seeds) else [])
+    return " and ".join(parts)
+
+
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN pairs are dropped.
 

@@ -15,8 +15,9 @@ statistics", says what they replace and why):
 - Fig 4, C.5, pretraining data: the lower half of the pretrained ViT has at least
   :data:`MIN_EXTRA_LOCAL_HEADS` more local heads (ratio >= :data:`MIN_LOCAL_RATIO`) than the
   same architecture trained on the small labelled set alone; when a compute-matched one is
-  given too (trained for the pretrained ViT's whole step budget), than the more local of the
-  two, so that more compute alone cannot earn it.
+  given too (trained for the pretrained ViT's whole step budget), or the same one trained
+  again with other training seeds, than the most local of them all, so that neither more
+  compute nor a lucky training seed can earn it.
 - Fig 5: the head subset of the analysed block with the most local heads has a CKA with the
   early ResNet layers at least :data:`MIN_SUBSET_CKA_DROP` above the most global subset's, and
   Spearman's rho between subset distance and CKA is at most :data:`MAX_SUBSET_RHO`.
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._core import Finding, finding, fmt, halves, spearman
+from ._core import Finding, finding, fmt, halves, small_data_kinds, spearman
 
 __all__ = ["MAX_GLOBAL_RATIO", "MAX_SUBSET_RHO", "MIN_DEPTH_RHO", "MIN_EXTRA_LOCAL_HEADS",
            "MIN_LOCAL_RATIO", "MIN_RISE_PX", "MIN_SUBSET_CKA_DROP", "attention_distance",
@@ -104,7 +105,8 @@ def _why_order_breaks(blocks: Sequence[int], per_block: np.ndarray) -> str:
 
 
 def attention_distance(distance, head_subsets=None, small_data=None, *, locality=None,
-                       small_data_locality=None, matched_locality=None) -> list[Finding]:
+                       small_data_locality=None, matched_locality=None,
+                       seed_localities=()) -> list[Finding]:
     """Fig 3, 4 (and 5, C.5 when given).
 
     Args:
@@ -118,6 +120,9 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
         small_data_locality: The same for the small-data ViT: the Fig 4, C.5 row needs it.
         matched_locality: Optionally the same for a small-data ViT trained for the pretrained
             ViT's whole step budget (the zoo's ``vit-sup-7k``).
+        seed_localities: Optionally the same for the small-data ViT trained again with other
+            training seeds (the zoo's ``vit-sup-seed<k>``); the row compares with the most
+            local of all of them.
     """
     d = np.asarray(distance.distance, np.float64)  # (L, H)
     blocks = np.asarray(distance.blocks, np.float64)
@@ -170,12 +175,16 @@ def attention_distance(distance, head_subsets=None, small_data=None, *, locality
         if matched_locality is not None:
             others.append((f"{matched_locality.meta.get('model')} (the same step budget)",
                            local_head_count(matched_locality)))
+        others += [(f"{loc.meta.get('model')} (another training seed)", local_head_count(loc))
+                   for loc in seed_localities]
         extra = float(n_big - max(n for _, n in others))
         rows.append(finding(
             "Fig 4, C.5", "with less pretraining data, the lower layers learn fewer local heads",
             f"local heads (ratio >= {MIN_LOCAL_RATIO}) in the lower half: pretrained ViT - ViT "
             "trained on the labelled set only"
-            + (" (the more local of two step budgets)" if matched_locality is not None else ""),
+            + (f" (the most local of {len(others)}: "
+               f"{small_data_kinds(matched_locality, seed_localities)})"
+               if len(others) > 1 else ""),
             extra, f">= {MIN_EXTRA_LOCAL_HEADS}",
             extra >= MIN_EXTRA_LOCAL_HEADS,
             f"{locality.meta.get('model')}: {n_big}, "

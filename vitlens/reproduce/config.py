@@ -15,8 +15,8 @@ from typing import Any
 
 from ..zoo._specs import SCALE_SEEDS
 
-__all__ = ["FULL", "PRETRAINED_MODELS", "QUICK", "ROLES", "ZOO_MODELS", "Settings", "models",
-           "patch_size", "probe_images", "test_images"]
+__all__ = ["FULL", "PRETRAINED_MODELS", "QUICK", "ROLES", "SMALL_DATA_SEED_ROLES", "ZOO_MODELS",
+           "Settings", "models", "patch_size", "probe_images", "test_images"]
 
 #: role -> what the role stands for in the paper.
 ROLES = {
@@ -70,6 +70,15 @@ for _k in SCALE_SEEDS[1:]:
         ROLES[f"{_role}_seed{_k}"] = f"{ROLES[_role]}; training seed {_k}"
         ZOO_MODELS[f"{_role}_seed{_k}"] = f"{ZOO_MODELS[_role]}-seed{_k}"
 
+#: Further training seeds of the small-data ViT, ``vit_small_data_seed<k>`` (the zoo's
+#: ``vit-sup-seed<k>``): Fig 4 and Fig 13 compare the pretrained ViT with every one, since the
+#: small-data ViT's middle layers vary over training seeds by more than Fig 13's bar
+#: (docs/ZOO.md 3r). The pretrained models have no public seed repeats: ``None``.
+SMALL_DATA_SEED_ROLES = tuple(f"vit_small_data_seed{k}" for k in SCALE_SEEDS[1:])
+for _k, _role in zip(SCALE_SEEDS[1:], SMALL_DATA_SEED_ROLES, strict=True):
+    ROLES[_role] = f"{ROLES['vit_small_data']}; training seed {_k}"
+    ZOO_MODELS[_role] = f"{ZOO_MODELS['vit_small_data']}-seed{_k}"
+
 #: The closest public checkpoints (PAPER.md). Roles without a public counterpart (the
 #: data-fraction ViTs and the no-skip ViT were trained by the paper's authors) keep the zoo
 #: model, and are compared with ``vit_zoo``, the zoo ViT of the same architecture. The GAP
@@ -84,6 +93,7 @@ PRETRAINED_MODELS = {
     "mixer": "mixer_b16_224.goog_in21k",
     "vit_small_data": "vit_base_patch16_224.augreg_in1k",
     "vit_small_data_matched": None,
+    **dict.fromkeys(SMALL_DATA_SEED_ROLES),
 }
 
 

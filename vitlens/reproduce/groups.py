@@ -18,7 +18,7 @@ from torch import nn
 from .. import findings as F
 from ..findings.attention import mixed_blocks
 from ..zoo._specs import SCALE_SEEDS
-from .config import Settings, patch_size, probe_images, test_images
+from .config import SMALL_DATA_SEED_ROLES, Settings, patch_size, probe_images, test_images
 
 __all__ = ["GROUPS", "Group"]
 
@@ -70,6 +70,7 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
     small_local = attention_locality(M["vit_small_data"], images, **kw)
     matched = M.get("vit_small_data_matched")  # the same, trained for the whole step budget
     matched_local = attention_locality(matched, images, **kw) if matched is not None else None
+    seed_local = {r: attention_locality(M[r], images, **kw) for r in _seed_roles(M)}
     # Fig 5 sorts the heads of the lower-half block that has the most local head (the paper's
     # block 0, where its large ViTs' local heads are)
     lower = local.local_ratio[: len(local.blocks) // 2]
@@ -90,6 +91,7 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
                 M["vit_gap"], M["resnet"], images, block=mixed[0], subset_size=1, **kw)
     if matched_local is not None:
         g.results["locality_vit_small_data_matched"] = matched_local
+    g.results |= {f"locality_{r}": v for r, v in seed_local.items()}
     g.charts = {"fig3_attention_distance": dist.chart(kind="sorted"),
                 "fig4_attention_distance_by_block": dist.chart(kind="blocks"),
                 "fig3_local_attention": local.chart(),
@@ -98,7 +100,8 @@ def run_attention(M: Mapping[str, Any], s: Settings) -> Group:
                 "figC5_attention_distance_small_data": small.chart(kind="sorted")}
     g.findings = F.attention_distance(dist, subsets, small, locality=local,
                                       small_data_locality=small_local,
-                                      matched_locality=matched_local)
+                                      matched_locality=matched_local,
+                                      seed_localities=list(seed_local.values()))
     return g
 
 
@@ -196,6 +199,11 @@ def top_layer(model: Any) -> str:
     return layer_catalog(load_model(model) if isinstance(model, str) else model).select("blocks")[-1]
 
 
+def _seed_roles(M: Mapping[str, Any]) -> list[str]:
+    """The small-data ViT's further training seeds that ``M`` has (Fig 4 and 13)."""
+    return [r for r in SMALL_DATA_SEED_ROLES if M.get(r) is not None]
+
+
 def run_localization(M: Mapping[str, Any], s: Settings) -> Group:
     from ..analyses import localization
 
@@ -225,16 +233,21 @@ def run_probes(M: Mapping[str, Any], s: Settings) -> Group:
     matched = M.get("vit_small_data_matched")
     matched_probe = (linear_probe(matched, train, None, test, None, aggregations=("mean",), **kw)
                      if matched is not None else None)
+    seed_probes = {r: linear_probe(M[r], train, None, test, None, aggregations=("mean",), **kw)
+                   for r in _seed_roles(M)}
     g.results = {"probes_vit": cls, "probes_vit_gap": gap, "probes_vit_small_data": small}
     if matched_probe is not None:
         g.results["probes_vit_small_data_matched"] = matched_probe
+    g.results |= {f"probes_{r}": v for r, v in seed_probes.items()}
     g.charts = {"fig11_probes_vit_cls": cls.chart(), "fig11_probes_vit_gap": gap.chart(),
                 "figD4_token_probes_vit_cls": cls.map_chart(columns=6, size=70),
                 "figD4_token_probes_vit_gap": gap.map_chart(columns=6, size=70),
                 "fig13_probes_by_data": data_probe_chart(
                     {"pretrained": cls, "no pretraining": small}
-                    | ({"no pretraining, same steps": matched_probe} if matched_probe else {}))}
-    g.findings = F.linear_probes(cls, gap, small, matched_probe)
+                    | ({"no pretraining, same steps": matched_probe} if matched_probe else {})
+                    | {f"no pretraining, training seed {r.removeprefix('vit_small_data_seed')}": p
+                       for r, p in seed_probes.items()})}
+    g.findings = F.linear_probes(cls, gap, small, matched_probe, list(seed_probes.values()))
     return g
 
 
