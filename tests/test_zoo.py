@@ -221,6 +221,25 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
     assert json.loads((tmp_path / "cards" / "resnet.json").read_text())["steps"] == 1
 
 
+def test_a_backbone_replicate_seed_changes_the_run_and_is_on_its_card(tmp_path):
+    """train_backbone(seed=k) is another training run (its own init, crops and masks; every
+    stage's seed shifted by k), recorded on the card; seed 0 repeats the bundled recipe."""
+    from safetensors.torch import load_file
+
+    from vitlens.zoo.pretrain import STAGES, train_backbone
+
+    runs = {}
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        card = train_backbone("vit-mim", steps=1, out=out, progress=False, seed=seed)
+        assert card["seed"] == seed
+        assert [s["seed"] for s in card["pretraining"]["stages"]] == [
+            s["seed"] + seed for s in STAGES]
+        runs[seed] = load_file(str(out / "weights" / "vit-mim.safetensors"))
+    assert runs[0].keys() == runs[1].keys()
+    assert not torch.equal(runs[0]["pos_embed"], runs[1]["pos_embed"])
+
+
 def test_cli_trains_a_backbone_then_its_fine_tune(tmp_path, capsys):
     """`train all` starts with the masked-patch backbone, whose card has no accuracy: the CLI
     reports its loss and goes on to the models fine-tuned from it."""

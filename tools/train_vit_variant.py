@@ -1,10 +1,13 @@
 """Train the zoo's ViT recipe with another shape: heads, depth, patch or width (docs/ZOO.md 3m, 3o, 3p).
 
-    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--patch 4] [--width 128] [--models ...]
+    python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--patch 4] [--width 128]
+        [--seed 1] [--models ...]
 
 Everything else is the bundled recipe: the masked-patch backbone (``vit-mim``, 5,000 steps),
 the plain fine-tunes ``vit-cls`` and ``vit-gap`` from it, and the supervised-only ``vit-sup``,
-each as ``python -m vitlens.zoo.train`` trains it, on one thread. Weights and cards go to OUT;
+each as ``python -m vitlens.zoo.train`` trains it, on one thread. ``--seed`` trains a
+replicate of the same shape (the backbone's init, crops and masks, and each classifier's
+init and data order; docs/ZOO.md 3i, 3s). Weights and cards go to OUT;
 the bundled zoo is not touched. Measure them with ``tools/fig5_head_order.py ... --heads N``
 or, for every finding, ``tools/variant_findings.py OUT --heads N --depth D``.
 """
@@ -59,17 +62,22 @@ def main() -> None:
     parser.add_argument("--depth", type=int)
     parser.add_argument("--patch", type=int, help="patch size (64 px images)")
     parser.add_argument("--width", type=int, help="embedding width (the zoo's is 64)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (0: the bundled run)")
     parser.add_argument("--models", nargs="+", default=["vit-mim", "vit-cls", "vit-gap", "vit-sup"])
     args = parser.parse_args()
     import torch
 
-    from vitlens.zoo import train
+    from vitlens.zoo import pretrain, train
 
     torch.set_num_threads(1)
     set_shape(args.heads, args.depth, args.patch, args.width)
+    train.DEFAULTS["seed"] = args.seed
     t0 = time.time()
     for name in args.models:
-        card = train.train_model(name, out=args.out, progress=False)
+        if name == "vit-mim":
+            card = pretrain.train_backbone(name, out=args.out, progress=False, seed=args.seed)
+        else:
+            card = train.train_model(name, out=args.out, progress=False)
         score = card.get("test_accuracy", card.get("test_loss"))
         print(name, score, f"{(time.time() - t0) / 60:.1f} min", flush=True)
 

@@ -319,8 +319,12 @@ def pretrain_stages(vit: nn.Module, *, steps: int | None = None, progress: bool 
 
 
 def train_backbone(name: str, *, steps: int | None = None, out=None, device: str = "cpu",
-                   progress: bool = True, overwrite: bool = False) -> dict:
+                   progress: bool = True, overwrite: bool = False, seed: int = 0) -> dict:
     """Pretrain zoo model ``name`` (a ``"masked-patches"`` spec); save weights and card.
+
+    ``seed`` 0 is the bundled run; another seed is a replicate (its own init, and every
+    stage's seed shifted by it: crops, masks, mask token and pixel head) for measuring how
+    much a finding rests on one training run (docs/ZOO.md 3i, 3s).
 
     The card records the run (settings, the loss on the held-out photo crops against the
     zero predictor's, and the locality log every 250 steps). ``out`` and ``overwrite``: see
@@ -337,18 +341,19 @@ def train_backbone(name: str, *, steps: int | None = None, out=None, device: str
     short = canonical(name)
     folder = ZooOutput(out, overwrite)
     folder.check([short])  # before the pretraining, not after it
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     # built as the classifier it will become (timm's init draws the head before the rest, so
     # this fixes the backbone's init); the head is not trained here and not saved
     vit = build("vit-cls")
-    record = pretrain_stages(vit, steps=steps, progress=progress)
+    stages = tuple(dict(stage, seed=stage["seed"] + seed) for stage in STAGES)
+    record = pretrain_stages(vit, steps=steps, progress=progress, stages=stages)
     state = {k: v.detach().to("cpu", torch.float16).contiguous()
              for k, v in vit.state_dict().items() if not k.startswith("head.")}
     folder.write_weights(short, state)
-    return write_backbone_card(short, record, folder)
+    return write_backbone_card(short, record, folder, seed=seed)
 
 
-def write_backbone_card(short: str, record: dict, out_dir) -> dict:
+def write_backbone_card(short: str, record: dict, out_dir, *, seed: int = 0) -> dict:
     """Write the card of a pretrained backbone from :func:`pretrain`'s record (``out_dir``: a
     folder, ``None`` for the package's, or a :class:`~vitlens.zoo._out.ZooOutput`)."""
     from safetensors.torch import load_file
@@ -376,7 +381,7 @@ def write_backbone_card(short: str, record: dict, out_dir) -> dict:
         "locality_log": history,
         "steps": record["steps"],
         "batch_size": record["batch_size"],
-        "seed": 0,
+        "seed": seed,
         "init_from": None,
         "preprocessing": {"input_size": [3, 64, 64], "mean": list(registry.MEAN),
                           "std": list(registry.STD)},
