@@ -221,12 +221,13 @@ def test_smoke_train_every_architecture_and_reload(tmp_path):
     assert json.loads((tmp_path / "cards" / "resnet.json").read_text())["steps"] == 1
 
 
-def test_a_backbone_replicate_seed_changes_the_run_and_is_on_its_card(tmp_path):
+def test_a_backbone_replicate_seed_changes_the_run_and_is_on_its_card(tmp_path, monkeypatch):
     """train_backbone(seed=k) is another training run (its own init, crops and masks; every
     stage's seed shifted by k), recorded on the card; seed 0 repeats the bundled recipe."""
     from safetensors.torch import load_file
 
     from vitlens.zoo.pretrain import STAGES, train_backbone
+    from vitlens.zoo.train import DEFAULTS, train_model
 
     runs = {}
     for seed in (0, 1):
@@ -238,6 +239,11 @@ def test_a_backbone_replicate_seed_changes_the_run_and_is_on_its_card(tmp_path):
         runs[seed] = load_file(str(out / "weights" / "vit-mim.safetensors"))
     assert runs[0].keys() == runs[1].keys()
     assert not torch.equal(runs[0]["pos_embed"], runs[1]["pos_embed"])
+    # train_model passes its training seed on to the backbone (tools/train_vit_variant.py --seed)
+    monkeypatch.setitem(DEFAULTS, "seed", 1)
+    card = train_model("vit-mim", steps=1, out=tmp_path / "via", progress=False)
+    via = load_file(str(tmp_path / "via" / "weights" / "vit-mim.safetensors"))
+    assert card["seed"] == 1 and torch.equal(via["pos_embed"], runs[1]["pos_embed"])
 
 
 def test_cli_trains_a_backbone_then_its_fine_tune(tmp_path, capsys):

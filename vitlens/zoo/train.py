@@ -190,15 +190,15 @@ def train_model(
     """
     short = canonical(name)
     spec = SPECS[short]
+    cfg = dict(DEFAULTS)
+    if spec.get("seed") is not None:  # a seed replicate: its own init and data order
+        cfg["seed"] = spec["seed"]
     if spec.get("objective") == "masked-patches":
         from .pretrain import train_backbone
 
         return train_backbone(short, steps=steps, out=out, device=device, progress=progress,
-                              overwrite=overwrite)
+                              overwrite=overwrite, seed=cfg["seed"])
     ft = spec["init_from"] is not None
-    cfg = dict(DEFAULTS)
-    if spec.get("seed") is not None:  # a seed replicate: its own init and data order
-        cfg["seed"] = spec["seed"]
     steps = steps or spec.get("steps") or cfg["ft_steps" if ft else "steps"]
     bs = batch_size or cfg["batch_size"]
     test_n = test_n or cfg["test_n"]
