@@ -3,31 +3,35 @@
     python tools/cls_token_norms.py [NAME ...]
 
 For each block of a zoo ViT (default ``vit-cls``) and of random-init copies (seeds 0-2), over
-512 synthetic test images: the mean norm of the block's input token z and of its attention
-branch's output f(z) = attn(norm1(z)), for the CLS token and averaged over the spatial tokens,
-and their ratio ||z|| / ||f(z)|| (Fig 7/E.1's quantity for the attention sub-block, here the
-ratio of mean norms). Recomputed from the block's own modules, in float64.
+512 synthetic test images, for each of its two sub-blocks (attention: z is the block's input
+and f(z) = attn(norm1(z)); MLP: z is the stream after the attention add and f(z) =
+mlp(norm2(z))): the mean norm of z and of f(z), for the CLS token and averaged over the
+spatial tokens, and their ratio ||z|| / ||f(z)|| (Fig 7/E.1's quantity, here the ratio of mean
+norms). Recomputed from the block's own modules, in float64.
 """
 
 from __future__ import annotations
 
 import sys
 
-import numpy as np
 
-
-def block_norms(model, x) -> np.ndarray:
-    """(blocks, 4): mean ||z|| CLS, mean ||z|| spatial, mean ||f(z)|| CLS, spatial."""
+def block_norms(model, x) -> list[tuple[int, str, list[float]]]:
+    """(block, sub-block, [mean ||z|| CLS, spatial, mean ||f(z)|| CLS, spatial]) rows."""
     import torch
 
     rows = []
 
+    def norms(z, f):
+        zn, fn = z.double().norm(dim=-1).mean(0), f.double().norm(dim=-1).mean(0)
+        return [zn[0].item(), zn[1:].mean().item(), fn[0].item(), fn[1:].mean().item()]
+
     def hook(block, inputs, _output):
-        z = inputs[0].double()
+        z = inputs[0]
         with torch.no_grad():
-            f = block.ls1(block.attn(block.norm1(inputs[0]))).double()
-        zn, fn = z.norm(dim=-1).mean(0), f.norm(dim=-1).mean(0)
-        rows.append([zn[0].item(), zn[1:].mean().item(), fn[0].item(), fn[1:].mean().item()])
+            fa = block.ls1(block.attn(block.norm1(z)))
+            fm = block.ls2(block.mlp(block.norm2(z + fa)))
+        b = len(rows) // 2
+        rows.extend([(b, "attn", norms(z, fa)), (b, "mlp", norms(z + fa, fm))])
 
     handles = [b.register_forward_hook(hook) for b in model.blocks]
     try:
@@ -36,7 +40,7 @@ def block_norms(model, x) -> np.ndarray:
     finally:
         for h in handles:
             h.remove()
-    return np.array(rows)
+    return rows
 
 
 def main(names: list[str]) -> None:
@@ -53,12 +57,12 @@ def main(names: list[str]) -> None:
     models = {n: registry.load(n) for n in names or ["vit-cls"]}
     for seed in CONTROL_SEEDS:
         models[f"random init {seed}"] = random_init(f"vitlens/{next(iter(names or ['vit-cls']))}", seed)
-    print("| model | block | ‖z‖ CLS | ‖z‖ spatial | ‖f(z)‖ CLS | ‖f(z)‖ spatial "
+    print("| model | block | sub-block | ‖z‖ CLS | ‖z‖ spatial | ‖f(z)‖ CLS | ‖f(z)‖ spatial "
           "| ratio CLS | ratio spatial |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, model in models.items():
-        for b, (zc, zs, fc, fs) in enumerate(block_norms(model.eval(), x)):
-            print(f"| {name} | {b} | {zc:.2f} | {zs:.2f} | {fc:.2f} | {fs:.2f} | "
+        for b, part, (zc, zs, fc, fs) in block_norms(model.eval(), x):
+            print(f"| {name} | {b} | {part} | {zc:.2f} | {zs:.2f} | {fc:.2f} | {fs:.2f} | "
                   f"{zc / fc:.2f} | {zs / fs:.2f} |")
 
 
