@@ -82,19 +82,16 @@ def skip_connections(vit_residual, resnet_residual, noskip=None, control=None, *
         "spatial tokens change through the branch",
         "mean log10(ratio CLS / ratio spatial), first half of the blocks", first, "> 0",
         first > 0, "positive: CLS ratio higher than the spatial tokens'",
-        why_not="early on our CLS token is rewritten, not carried: it enters with under half "
-                "a spatial token's norm (one learned embedding), and the branches do not spare "
-                "it (block 0's attention writes as much into it as into a spatial token, block "
-                "1's MLP 44% more; docs/ZOO.md 3v); random-init copies have the same norm gap; "
-                "the paper's ViT-B, trained on far more data, writes less into CLS early on"))
+        why_not="we think our CLS token, which enters as one learned embedding, is rewritten "
+                "by the branches early instead of being carried; the paper's phase change is "
+                "measured on ViT-B trained on far more data"))
     rows.append(finding(
         "Fig 7, E.1", "second half: reversed (the branch changes CLS, spatial tokens ride the "
         "skip path)",
         "mean log10(ratio CLS / ratio spatial), second half of the blocks", second, "< 0",
         second < 0, "negative: CLS ratio lower than the spatial tokens'",
-        why_not="in our upper blocks the branches write about as much into the CLS token as "
-                "into a spatial token and its stream is slightly larger, so its ratio is not "
-                "lower (docs/ZOO.md 3v; the per-token chart, E.1)"))
+        why_not="in our upper blocks the CLS token is not rewritten more than the spatial "
+                "tokens; see the per-token chart (E.1)"))
     if noskip is not None:
         rows.extend(_fig8(noskip, control, accuracy, accuracy_noskip))
     return rows
