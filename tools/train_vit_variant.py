@@ -1,7 +1,7 @@
 """Train the zoo's ViT recipe with another shape: heads, depth, patch or width (docs/ZOO.md 3m, 3o, 3p).
 
     python tools/train_vit_variant.py OUT [--heads 8] [--depth 12] [--patch 4] [--width 128]
-        [--seed 1] [--domain 1] [--models ...]
+        [--seed 1] [--domain 1] [--steps 14000] [--models ...]
 
 Everything else is the bundled recipe: the masked-patch backbone (``vit-mim``, 5,000 steps),
 the plain fine-tunes ``vit-cls`` and ``vit-gap`` from it, and the supervised-only ``vit-sup``,
@@ -9,7 +9,9 @@ each as ``python -m vitlens.zoo.train`` trains it, on one thread. ``--seed`` tra
 replicate of the same shape (the backbone's init, crops and masks, and each classifier's
 init and data order; docs/ZOO.md 3i, 3s). ``--domain`` trains and tests the classifiers on
 another domain of the synthetic set (docs/ZOO.md 3t, 3u: the harder domain 1); a fine-tune
-still starts from its bundled backbone unless OUT holds one. Weights and cards go to OUT;
+still starts from its bundled backbone unless OUT holds one. ``--steps`` gives every listed
+model a longer (or shorter) schedule: the same warmup fraction and cosine decay over the new
+step count (docs/ZOO.md 3w); the card records the steps. Weights and cards go to OUT;
 the bundled zoo is not touched. Measure them with ``tools/fig5_head_order.py ... --heads N``
 or, for every finding, ``tools/variant_findings.py OUT --heads N --depth D``.
 """
@@ -67,6 +69,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (0: the bundled run)")
     parser.add_argument("--domain", type=int, help="synthetic domain of the classifiers' "
                         "training and test images (the zoo's: 0)")
+    parser.add_argument("--steps", type=int, help="training steps of every listed model "
+                        "(default: each model's recipe)")
     parser.add_argument("--models", nargs="+", default=["vit-mim", "vit-cls", "vit-gap", "vit-sup"])
     args = parser.parse_args()
     import torch
@@ -76,9 +80,14 @@ def main() -> None:
     torch.set_num_threads(1)
     set_shape(args.heads, args.depth, args.patch, args.width)
     train.DEFAULTS["seed"] = args.seed  # every model's, the backbone's too
-    if args.domain is not None:
-        from vitlens.zoo._specs import SPECS
+    from vitlens.zoo._specs import SPECS
 
+    if args.steps is not None:
+        if args.steps < 1:
+            parser.error(f"--steps must be positive, got {args.steps}")
+        for name in args.models:
+            SPECS[name]["steps"] = args.steps
+    if args.domain is not None:
         for name in args.models:
             if SPECS[name]["objective"] != "classify":
                 parser.error(f"--domain applies to classifiers, not {name}")
